@@ -1,0 +1,62 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/georep/georep/node"
+)
+
+func initCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "init",
+		Usage:     "create a node identity (key, self-signed certificate) in a state dir; prints the node ID",
+		UsageText: "georep init --state DIR --name NAME [--listen HOST:PORT]",
+		Flags: []cli.Flag{
+			stateFlag(),
+			&cli.StringFlag{Name: "name", Usage: "the node's name"},
+			&cli.StringFlag{Name: "listen", Usage: "address peers reach this node at (HOST:PORT)"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("init takes no arguments")
+			}
+			dir, err := need(c, "state")
+			if err != nil {
+				return err
+			}
+			name, err := need(c, "name")
+			if err != nil {
+				return err
+			}
+			id, err := node.Init(dir, name, c.String("listen"))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(c.App.Writer, id.ID)
+			return nil
+		},
+	}
+}
+
+func idCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "id",
+		Usage:     "print the node ID (certificate fingerprint)",
+		UsageText: "georep id --state DIR",
+		Flags:     []cli.Flag{stateFlag()},
+		Action: func(c *cli.Context) error {
+			dir, err := need(c, "state")
+			if err != nil {
+				return err
+			}
+			id, err := node.Load(dir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(c.App.Writer, id.ID)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,657 @@
+// Package journal owns georep's ordered change log and its durability rules.
+//
+// Every mutation that passes through the mount becomes a Record with an
+// (epoch, seq) pair; seq grows by one per record and never repeats. A record
+// is durable against SIGKILL of the daemon when Append returns: it has been
+// written to the write-ahead log (see wal.go) with one write(2). A background
+// flusher moves records into badger/v4, where they are kept in seq order for
+// readers, and hands each one to a Persister (the index) inside the same
+// badger transaction, so the index is always exactly the fold of the
+// persisted journal. The log is fdatasync'd every SyncInterval and by Sync,
+// which bounds what a power loss (not a process kill) can take.
+//
+// Metadata operations are bracketed: Intent before the syscall, Commit (the
+// record) or Abort after it. An intent that is neither committed nor aborted
+// when the daemon dies becomes a resync record at recovery, so the journal
+// always names every path whose state may differ from what it recorded.
+package journal
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// Entry is what the flusher hands to the Persister: a record, or the end of
+// a write session that needed no closing record.
+type Entry struct {
+	Record *Record
+	// Closed is set when a write session ended with no further ranges;
+	// OpenSeq is the seq of the record that opened it.
+	Closed  uint64
+	OpenSeq uint64
+}
+
+// Persister folds entries into derived state inside the flusher's badger
+// transaction. It must be deterministic: recovery may replay entries.
+type Persister func(txn *badger.Txn, e Entry) error
+
+// Recoverer is asked at Open, after replay, which files still have open
+// write sessions; each gets a whole-file write record.
+type Recoverer func(txn *badger.Txn) ([]Record, error)
+
+// Options configure a Journal.
+type Options struct {
+	// Dir holds the write-ahead log.
+	Dir string
+	// DB stores the records under the "j/" key prefix and the journal's
+	// metadata under "jm/".
+	DB           *badger.DB
+	Persist      Persister
+	OpenSessions Recoverer
+	// SyncInterval is how often the log is fdatasync'd (default 100ms).
+	SyncInterval time.Duration
+	// RotateBytes is the log size past which it is rotated (default 64 MiB).
+	RotateBytes int64
+	Logger      *slog.Logger
+}
+
+// Journal is the ordered, durable change log of one node.
+type Journal struct {
+	opts Options
+	log  *slog.Logger
+
+	mu         sync.Mutex
+	wal        *os.File
+	walSize    int64
+	walDirty   bool
+	buf        []byte
+	seq        uint64
+	epoch      uint64
+	nextIntent uint64
+	intents    map[uint64]walIntent
+	queue      []Entry
+	err        error // sticky: the log could not be written
+	closed     bool
+	rotating   bool // persist runs with mu held (guarded by persistMu)
+
+	persistMu sync.Mutex // serialises persisting (flusher, rotation)
+	persisted uint64
+	cond      *sync.Cond // on mu: persisted moved
+
+	kick chan struct{}
+	stop chan struct{}
+	done sync.WaitGroup
+}
+
+var (
+	keyRecordPrefix = []byte("j/")
+	keySeq          = []byte("jm/seq")
+	keyEpoch        = []byte("jm/epoch")
+)
+
+func recordKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), keyRecordPrefix...), seq)
+}
+
+// ErrClosed is returned by a closed journal.
+var ErrClosed = errors.New("journal closed")
+
+// Open recovers the journal from its log and badger, then starts the
+// flusher. Recovery turns unfinished intents into resync records and open
+// write sessions into whole-file write records.
+func Open(opts Options) (*Journal, error) {
+	if opts.SyncInterval == 0 {
+		opts.SyncInterval = 100 * time.Millisecond
+	}
+	if opts.RotateBytes == 0 {
+		opts.RotateBytes = 64 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Persist == nil {
+		opts.Persist = func(*badger.Txn, Entry) error { return nil }
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open journal dir: %w", err)
+	}
+	j := &Journal{
+		opts:    opts,
+		log:     opts.Logger.With("component", "journal"),
+		intents: map[uint64]walIntent{},
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+	}
+	j.cond = sync.NewCond(&j.mu)
+	if err := j.loadMeta(); err != nil {
+		return nil, err
+	}
+	pending, err := j.replay()
+	if err != nil {
+		return nil, err
+	}
+	if err := j.startWAL(); err != nil {
+		return nil, err
+	}
+	j.done.Add(2)
+	go j.flusher()
+	go j.syncer()
+	for i := range pending {
+		if _, err := j.Append(&pending[i]); err != nil {
+			j.Close()
+			return nil, fmt.Errorf("recover journal: %w", err)
+		}
+	}
+	if len(pending) > 0 {
+		j.log.Warn("journal recovered after an unclean stop", "uncertain_paths", len(pending))
+	}
+	return j, nil
+}
+
+func (j *Journal) loadMeta() error {
+	return j.opts.DB.View(func(txn *badger.Txn) error {
+		var err error
+		if j.seq, err = getU64(txn, keySeq); err != nil {
+			return fmt.Errorf("read journal seq: %w", err)
+		}
+		if j.epoch, err = getU64(txn, keyEpoch); err != nil {
+			return fmt.Errorf("read journal epoch: %w", err)
+		}
+		if j.epoch == 0 {
+			j.epoch = 1
+		}
+		j.persisted = j.seq
+		return nil
+	})
+}
+
+func getU64(txn *badger.Txn, key []byte) (uint64, error) {
+	it, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	v, err := it.ValueCopy(nil)
+	if err != nil {
+		return 0, err
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("key %s: bad value length %d", key, len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+func (j *Journal) walPath() string { return filepath.Join(j.opts.Dir, "wal") }
+
+// replay folds the log left by the previous run into badger and returns the
+// records recovery must append: resyncs for unfinished intents, whole-file
+// writes for open sessions.
+func (j *Journal) replay() ([]Record, error) {
+	data, err := os.ReadFile(j.walPath())
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read journal log: %w", err)
+	}
+	entries, valid := decodeWAL(data)
+	if valid < len(data) {
+		j.log.Warn("journal log has a torn tail; ignoring it", "offset", valid, "bytes", len(data)-valid)
+	}
+	intents := map[uint64]walIntent{}
+	var batch []Entry
+	for _, e := range entries {
+		switch e.kind {
+		case kindIntent:
+			intents[e.intent.ID] = *e.intent
+		case kindDone:
+			delete(intents, e.intentID)
+		case kindRecord:
+			delete(intents, e.intentID)
+			if e.rec.Seq > j.seq {
+				batch = append(batch, Entry{Record: e.rec})
+				j.seq = e.rec.Seq
+			}
+		case kindClose:
+			batch = append(batch, Entry{Closed: e.ino, OpenSeq: e.openSeq})
+		}
+	}
+	if err := j.persist(batch); err != nil {
+		return nil, fmt.Errorf("replay journal log: %w", err)
+	}
+	var pending []Record
+	for _, in := range intents {
+		for _, p := range in.Paths {
+			pending = append(pending, Record{Op: OpResync, Path: p})
+		}
+	}
+	if j.opts.OpenSessions != nil {
+		err := j.opts.DB.View(func(txn *badger.Txn) error {
+			recs, err := j.opts.OpenSessions(txn)
+			pending = append(pending, recs...)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("recover write sessions: %w", err)
+		}
+	}
+	if err := j.opts.DB.Sync(); err != nil {
+		return nil, fmt.Errorf("sync journal db: %w", err)
+	}
+	return pending, nil
+}
+
+// startWAL replaces the log with an empty one holding the open intents.
+// The caller guarantees everything in the old log is persisted and synced.
+func (j *Journal) startWAL() error {
+	tmp := j.walPath() + ".new"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("create journal log: %w", err)
+	}
+	var buf []byte
+	for _, in := range j.intents {
+		js, err := json.Marshal(in)
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("encode intent: %w", err)
+		}
+		buf = appendFrame(buf, kindIntent, js)
+	}
+	if _, err := f.Write(buf); err != nil {
+		f.Close()
+		return fmt.Errorf("write journal log: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync journal log: %w", err)
+	}
+	if err := os.Rename(tmp, j.walPath()); err != nil {
+		f.Close()
+		return fmt.Errorf("install journal log: %w", err)
+	}
+	if err := syncDir(j.opts.Dir); err != nil {
+		f.Close()
+		return err
+	}
+	if j.wal != nil {
+		j.wal.Close()
+	}
+	j.wal, j.walSize, j.walDirty = f, int64(len(buf)), false
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// writeLocked writes buf to the log. j.mu must be held.
+func (j *Journal) writeLocked(buf []byte) error {
+	if j.closed {
+		return ErrClosed
+	}
+	if j.err != nil {
+		return j.err
+	}
+	if _, err := j.wal.Write(buf); err != nil {
+		// A log we cannot write is a journal we cannot trust: every later
+		// mutation fails rather than going unrecorded.
+		j.err = fmt.Errorf("write journal log: %w", err)
+		return j.err
+	}
+	j.walSize += int64(len(buf))
+	j.walDirty = true
+	return nil
+}
+
+func (j *Journal) signal() {
+	select {
+	case j.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Append assigns the next (epoch, seq) to r, makes it durable against a
+// process kill and queues it for badger. It returns the seq.
+func (j *Journal) Append(r *Record) (uint64, error) {
+	return j.commit(0, r)
+}
+
+// Intent records that a metadata operation on paths is about to run. Call
+// Commit with its record after the operation succeeded, Abort after it
+// failed.
+func (j *Journal) Intent(op Op, paths ...string) (uint64, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.nextIntent++
+	in := walIntent{ID: j.nextIntent, Op: op, Paths: paths}
+	js, err := json.Marshal(in)
+	if err != nil {
+		return 0, fmt.Errorf("encode intent: %w", err)
+	}
+	j.buf = appendFrame(j.buf[:0], kindIntent, js)
+	if err := j.writeLocked(j.buf); err != nil {
+		return 0, err
+	}
+	j.intents[in.ID] = in
+	return in.ID, nil
+}
+
+// Commit appends r as the outcome of intent id.
+func (j *Journal) Commit(id uint64, r *Record) (uint64, error) {
+	return j.commit(id, r)
+}
+
+// Abort records that intent id's operation failed and changed nothing.
+func (j *Journal) Abort(id uint64) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.buf = appendFrame(j.buf[:0], kindDone, u64(id))
+	if err := j.writeLocked(j.buf); err != nil {
+		return err
+	}
+	delete(j.intents, id)
+	return nil
+}
+
+func (j *Journal) commit(id uint64, r *Record) (uint64, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	r.Seq = j.seq + 1
+	r.Epoch = j.epoch
+	if r.Time.IsZero() {
+		r.Time = time.Now().UTC()
+	}
+	var err error
+	if j.buf, err = encodeRecord(j.buf[:0], id, r); err != nil {
+		return 0, err
+	}
+	if err := j.writeLocked(j.buf); err != nil {
+		return 0, err
+	}
+	j.seq = r.Seq
+	delete(j.intents, id)
+	j.queue = append(j.queue, Entry{Record: r})
+	j.signal()
+	return r.Seq, nil
+}
+
+// CloseSession records that the write session opened by record openSeq on
+// inode ino ended without further ranges.
+func (j *Journal) CloseSession(ino, openSeq uint64) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.buf = appendFrame(j.buf[:0], kindClose, u64(ino), u64(openSeq))
+	if err := j.writeLocked(j.buf); err != nil {
+		return err
+	}
+	j.queue = append(j.queue, Entry{Closed: ino, OpenSeq: openSeq})
+	j.signal()
+	return nil
+}
+
+// Seq returns the last assigned seq.
+func (j *Journal) Seq() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.seq
+}
+
+// Epoch returns the epoch stamped on new records.
+func (j *Journal) Epoch() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.epoch
+}
+
+// SetEpoch persists a new epoch; later records carry it.
+func (j *Journal) SetEpoch(e uint64) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	err := j.opts.DB.Update(func(txn *badger.Txn) error {
+		return txn.Set(keyEpoch, binary.BigEndian.AppendUint64(nil, e))
+	})
+	if err != nil {
+		return fmt.Errorf("persist epoch %d: %w", e, err)
+	}
+	j.epoch = e
+	return nil
+}
+
+// Sync makes every appended entry durable against power loss.
+func (j *Journal) Sync() error {
+	j.mu.Lock()
+	f, dirty := j.wal, j.walDirty
+	j.walDirty = false
+	j.mu.Unlock()
+	if !dirty || f == nil {
+		return nil
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync journal log: %w", err)
+	}
+	return nil
+}
+
+func (j *Journal) syncer() {
+	defer j.done.Done()
+	t := time.NewTicker(j.opts.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-j.stop:
+			return
+		case <-t.C:
+			if err := j.Sync(); err != nil {
+				j.log.Error("periodic journal sync failed", "err", err)
+			}
+		}
+	}
+}
+
+func (j *Journal) flusher() {
+	defer j.done.Done()
+	for {
+		select {
+		case <-j.stop:
+			return
+		case <-j.kick:
+		}
+		if err := j.drain(); err != nil {
+			j.log.Error("persisting journal failed", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			j.signal()
+			continue
+		}
+		if err := j.maybeRotate(); err != nil {
+			j.log.Error("rotating journal log failed", "err", err)
+		}
+	}
+}
+
+// drain persists the queued entries.
+func (j *Journal) drain() error {
+	j.persistMu.Lock()
+	defer j.persistMu.Unlock()
+	j.mu.Lock()
+	q := j.queue
+	j.queue = nil
+	j.mu.Unlock()
+	if len(q) == 0 {
+		return nil
+	}
+	if err := j.persist(q); err != nil {
+		j.mu.Lock()
+		j.queue = append(q, j.queue...)
+		j.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// persist writes entries to badger in transactions of bounded size and
+// advances the persisted mark.
+func (j *Journal) persist(q []Entry) error {
+	for len(q) > 0 {
+		n := min(len(q), 512)
+		chunk := q[:n]
+		var last uint64
+		err := j.opts.DB.Update(func(txn *badger.Txn) error {
+			for _, e := range chunk {
+				if e.Record != nil {
+					v, err := json.Marshal(e.Record)
+					if err != nil {
+						return fmt.Errorf("encode record %d: %w", e.Record.Seq, err)
+					}
+					if err := txn.Set(recordKey(e.Record.Seq), v); err != nil {
+						return fmt.Errorf("store record %d: %w", e.Record.Seq, err)
+					}
+					last = e.Record.Seq
+				}
+				if err := j.opts.Persist(txn, e); err != nil {
+					return err
+				}
+			}
+			if last > 0 {
+				return txn.Set(keySeq, binary.BigEndian.AppendUint64(nil, last))
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("persist %d journal entries: %w", n, err)
+		}
+		if last > 0 {
+			j.markPersisted(last)
+		}
+		q = q[n:]
+	}
+	return nil
+}
+
+// markPersisted advances the persisted mark. Rotation calls persist with
+// j.mu held and sets rotating so this does not lock again.
+func (j *Journal) markPersisted(seq uint64) {
+	if !j.rotating {
+		j.mu.Lock()
+		defer j.mu.Unlock()
+	}
+	j.persisted = seq
+	j.cond.Broadcast()
+}
+
+func (j *Journal) maybeRotate() error {
+	j.mu.Lock()
+	big := j.walSize > j.opts.RotateBytes
+	j.mu.Unlock()
+	if !big {
+		return nil
+	}
+	// Hold mu throughout so no entry lands in the old log after the final
+	// drain: appenders wait for the rotation (a few milliseconds).
+	j.persistMu.Lock()
+	defer j.persistMu.Unlock()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.rotating = true
+	defer func() { j.rotating = false }()
+	err := j.persist(j.queue)
+	if err == nil {
+		err = j.opts.DB.Sync()
+	}
+	if err != nil {
+		return fmt.Errorf("rotate journal log: %w", err)
+	}
+	j.queue = nil
+	return j.startWAL()
+}
+
+// Flush waits until every record appended before the call is in badger.
+func (j *Journal) Flush(ctx context.Context) error {
+	j.mu.Lock()
+	target := j.seq
+	j.mu.Unlock()
+	j.signal()
+	stop := context.AfterFunc(ctx, func() {
+		j.mu.Lock()
+		j.cond.Broadcast()
+		j.mu.Unlock()
+	})
+	defer stop()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for j.persisted < target {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("flush journal to seq %d: %w", target, err)
+		}
+		if j.closed {
+			return ErrClosed
+		}
+		j.cond.Wait()
+	}
+	return nil
+}
+
+// Since calls fn for every persisted record with seq > after, in order,
+// until fn returns false. Call Flush first to include the newest records.
+func (j *Journal) Since(ctx context.Context, after uint64, fn func(*Record) bool) error {
+	return j.opts.DB.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: keyRecordPrefix, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Seek(recordKey(after + 1)); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var r Record
+			err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &r) })
+			if err != nil {
+				return fmt.Errorf("read record %x: %w", it.Item().Key(), err)
+			}
+			if !fn(&r) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// Close stops the flusher after persisting everything, and syncs the log.
+func (j *Journal) Close() error {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return nil
+	}
+	j.mu.Unlock()
+	derr := j.drain()
+	serr := j.Sync()
+	j.mu.Lock()
+	j.closed = true
+	j.cond.Broadcast()
+	j.mu.Unlock()
+	close(j.stop)
+	j.done.Wait()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.wal != nil {
+		j.wal.Close()
+		j.wal = nil
+	}
+	return errors.Join(derr, serr)
+}
