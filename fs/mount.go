@@ -35,7 +35,7 @@ type Options struct {
 	// dir is reached once it is open, before anything is mounted.
 	BeforeMount func(backingRoot string) error
 	Logger      *slog.Logger
-	Debug        bool
+	Debug       bool
 }
 
 // Mount is a live journaled mount.

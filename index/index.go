@@ -328,7 +328,6 @@ func (x *Index) rename(txn *badger.Txn, r *journal.Record) error {
 // RenameExchange is the RENAME_EXCHANGE flag of renameat2(2).
 const RenameExchange = 1 << 1
 
-
 // OpenSessions returns a whole-file write record for every file whose write
 // session was open when the daemon stopped: the journal cannot say which
 // of its ranges changed. It is the journal's Recoverer.
