@@ -64,6 +64,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 			return nil, errno
 		}
 		n.ownByCaller(ctx, name, out)
+		n.restoreSpecialBits(name, mode, out)
 		return attrRecord(&journal.Record{Op: journal.OpCreate, Path: p}, &out.Attr), 0
 	})
 	if errno != 0 {
@@ -80,7 +81,9 @@ var _ = (gofs.NodeMkdirer)((*Node)(nil))
 // Mkdir creates a directory owned by the caller.
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (ch *gofs.Inode, errno syscall.Errno) {
 	errno = n.newEntry(ctx, journal.OpMkdir, name, out, func() syscall.Errno {
-		ch, errno = n.LoopbackNode.Mkdir(ctx, name, mode, out)
+		if ch, errno = n.LoopbackNode.Mkdir(ctx, name, mode, out); errno == 0 {
+			n.restoreSpecialBits(name, mode, out)
+		}
 		return errno
 	}, nil)
 	return ch, errno
@@ -151,6 +154,22 @@ func (n *Node) ownByCaller(ctx context.Context, name string, out *fuse.EntryOut)
 	}
 	if err := unix.Lchown(n.backing()+"/"+name, -1, int(dir.Gid)); err == nil {
 		out.Attr.Gid = dir.Gid
+	}
+}
+
+// restoreSpecialBits sets the set-user-ID, set-group-ID and sticky bits
+// the caller asked for: go-fuse's loopback creates through os.Mkdir and
+// os.OpenFile, which drop them. The kernel has already stripped what the
+// caller may not set. Bits the new entry inherited (a set-group-ID
+// directory's S_ISGID) are kept.
+func (n *Node) restoreSpecialBits(name string, mode uint32, out *fuse.EntryOut) {
+	const special = unix.S_ISUID | unix.S_ISGID | unix.S_ISVTX
+	if mode&special == 0 || out.Attr.Mode&special == mode&special {
+		return
+	}
+	perm := out.Attr.Mode&0o7777 | mode&special
+	if err := unix.Chmod(n.backing()+"/"+name, perm); err == nil {
+		out.Attr.Mode = out.Attr.Mode&unix.S_IFMT | perm
 	}
 }
 
