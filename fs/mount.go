@@ -165,8 +165,10 @@ func checkDir(dir, what string) error {
 // ClearStale detaches a dead FUSE mount at dir ("transport endpoint is not
 // connected"), which a daemon killed with SIGKILL leaves behind.
 func ClearStale(dir string, log *slog.Logger) error {
-	var st unix.Stat_t
-	err := unix.Stat(dir, &st)
+	// statfs is never answered from the kernel's caches, unlike stat: it
+	// reaches the daemon, so it sees a dead connection.
+	var st unix.Statfs_t
+	err := unix.Statfs(dir, &st)
 	if !errors.Is(err, unix.ENOTCONN) && !errors.Is(err, unix.ECONNABORTED) {
 		return nil
 	}
