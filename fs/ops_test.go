@@ -241,7 +241,6 @@ func TestHiddenDir(t *testing.T) {
 	}
 }
 
-
 // TestIoctlRefused checks that content-changing ioctls do not bypass the
 // journal.
 func TestIoctlRefused(t *testing.T) {

@@ -191,8 +191,11 @@ func writer(mnt, dir string, seed int64, l *ledger, stop <-chan struct{}) {
 		case 0, 1: // create or overwrite with new content
 			rng.Read(buf[:4096])
 			var f *os.File
+			_, serr := os.Lstat(abs(rel(a)))
 			if f, err = os.OpenFile(abs(rel(a)), os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
-				l.ack("open", rel(a))
+				if os.IsNotExist(serr) { // this writer alone uses its dir
+					l.ack("create", rel(a))
+				}
 				if _, err = f.Write(buf[:1+rng.Intn(4096)]); err == nil {
 					l.ack("write", rel(a))
 				}
