@@ -60,8 +60,11 @@ func runDaemon(c *cli.Context) error {
 	}
 	var dir, backing, mount string
 	var err error
-	for name, dst := range map[string]*string{"state": &dir, "backing": &backing, "mount": &mount} {
-		if *dst, err = need(c, name); err != nil {
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{{"state", &dir}, {"backing", &backing}, {"mount", &mount}} {
+		if *f.dst, err = need(c, f.name); err != nil {
 			return err
 		}
 	}

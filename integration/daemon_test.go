@@ -1,0 +1,249 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// oneLineError checks a failed run: the expected exit code and a single
+// line on stderr that contains want, and no panic.
+func oneLineError(t *testing.T, r result, code int, want string) {
+	t.Helper()
+	if r.code != code {
+		t.Errorf("exit %d, want %d (stderr %q)", r.code, code, r.stderr)
+	}
+	msg := strings.TrimRight(r.stderr, "\n")
+	if strings.Contains(msg, "\n") || strings.Contains(msg, "goroutine") || strings.Contains(msg, "panic") {
+		t.Errorf("stderr is not one clear line:\n%s", r.stderr)
+	}
+	if !strings.Contains(msg, want) {
+		t.Errorf("stderr %q does not say %q", msg, want)
+	}
+}
+
+// runDaemonExpectingFailure runs a daemon that must refuse to start.
+func runDaemonExpectingFailure(t *testing.T, args ...string) result {
+	t.Helper()
+	r := georep(t, append([]string{"daemon"}, args...)...)
+	if r.code == 0 {
+		t.Fatalf("daemon %v started; want a refusal", args)
+	}
+	return r
+}
+
+func TestBadInput(t *testing.T) {
+	t.Run("missing backing dir", func(t *testing.T) {
+		state, backing, mount := nodeDirs(t, "a")
+		r := runDaemonExpectingFailure(t, "--state", state, "--backing", backing+"/nope", "--mount", mount, "--primary")
+		oneLineError(t, r, 1, "does not exist")
+		if mounted(mount) {
+			t.Error("something is mounted after a refused start")
+		}
+	})
+	t.Run("missing mount point", func(t *testing.T) {
+		state, backing, mount := nodeDirs(t, "a")
+		r := runDaemonExpectingFailure(t, "--state", state, "--backing", backing, "--mount", mount+"/nope", "--primary")
+		oneLineError(t, r, 1, "mount point")
+	})
+	t.Run("mount point in use", func(t *testing.T) {
+		state, backing, mount := nodeDirs(t, "a")
+		startDaemon(t, state, backing, mount, "--primary")
+		state2, backing2, _ := nodeDirs(t, "b")
+		r := runDaemonExpectingFailure(t, "--state", state2, "--backing", backing2, "--mount", mount, "--primary")
+		oneLineError(t, r, 1, "mount point in use")
+	})
+	t.Run("state dir in use", func(t *testing.T) {
+		state, backing, mount := nodeDirs(t, "a")
+		startDaemon(t, state, backing, mount, "--primary")
+		_, _, mount2 := nodeDirs(t, "b")
+		r := runDaemonExpectingFailure(t, "--state", state, "--backing", backing, "--mount", mount2, "--primary")
+		oneLineError(t, r, 1, "in use by another georep process")
+	})
+	t.Run("state dir of another node", func(t *testing.T) {
+		state, backing, mount := nodeDirs(t, "a")
+		d := startDaemon(t, state, backing, mount, "--primary")
+		d.stop()
+		state2, _, _ := nodeDirs(t, "b")
+		r := runDaemonExpectingFailure(t, "--state", state2, "--backing", backing, "--mount", mount, "--primary")
+		oneLineError(t, r, 1, "backing dir belongs to node")
+	})
+	t.Run("uninitialized state dir", func(t *testing.T) {
+		_, backing, mount := nodeDirs(t, "a")
+		r := runDaemonExpectingFailure(t, "--state", t.TempDir(), "--backing", backing, "--mount", mount, "--primary")
+		oneLineError(t, r, 1, "not initialized")
+	})
+	t.Run("unreadable journal log", func(t *testing.T) {
+		state, backing, mount := nodeDirs(t, "a")
+		d := startDaemon(t, state, backing, mount, "--primary")
+		d.stop()
+		wal := filepath.Join(state, "journal", "wal")
+		if err := os.Remove(wal); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(wal, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		r := runDaemonExpectingFailure(t, "--state", state, "--backing", backing, "--mount", mount, "--primary")
+		oneLineError(t, r, 1, "open journal")
+		oneLineError(t, georep(t, "journal", "--state", state), 1, "open journal")
+	})
+	t.Run("corrupt journal database", func(t *testing.T) {
+		state, backing, mount := nodeDirs(t, "a")
+		d := startDaemon(t, state, backing, mount, "--primary")
+		if err := os.WriteFile(filepath.Join(mount, "f"), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d.stop()
+		if err := os.WriteFile(filepath.Join(state, "db", "MANIFEST"), []byte("garbage, not a manifest"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := runDaemonExpectingFailure(t, "--state", state, "--backing", backing, "--mount", mount, "--primary")
+		oneLineError(t, r, 1, "open journal database")
+	})
+	t.Run("bad usage", func(t *testing.T) {
+		oneLineError(t, georep(t, "daemon"), 2, "--state is required")
+		oneLineError(t, georep(t, "init", "--bogus"), 2, "flag provided but not defined")
+		oneLineError(t, georep(t, "journal", "--state", t.TempDir(), "--since", "x"), 2, "invalid value")
+	})
+	t.Run("init twice", func(t *testing.T) {
+		state, _, _ := nodeDirs(t, "a")
+		oneLineError(t, georep(t, "init", "--state", state, "--name", "a"), 1, "already holds node")
+	})
+	t.Run("bad node name", func(t *testing.T) {
+		oneLineError(t, georep(t, "init", "--state", t.TempDir(), "--name", "a/b"), 1, "bad node name")
+	})
+	t.Run("no daemon for status", func(t *testing.T) {
+		state, _, _ := nodeDirs(t, "a")
+		oneLineError(t, georep(t, "status", "--state", state), 1, "no georep daemon is running")
+	})
+}
+
+// TestIDMatchesInit checks that id prints what init printed.
+func TestIDMatchesInit(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "s")
+	id := strings.TrimSpace(mustGeorep(t, "init", "--state", state, "--name", "n1", "--listen", "127.0.0.1:7000"))
+	if len(id) != 64 {
+		t.Fatalf("node ID %q is not a SHA-256 fingerprint", id)
+	}
+	if got := strings.TrimSpace(mustGeorep(t, "id", "--state", state)); got != id {
+		t.Fatalf("id printed %q, init printed %q", got, id)
+	}
+}
+
+// TestSigtermUnmountsCleanly checks that SIGTERM and SIGINT unmount and
+// exit 0, leaving the data in the backing dir.
+func TestSigtermUnmountsCleanly(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		state, backing, mount := nodeDirs(t, "a")
+		d := startDaemon(t, state, backing, mount, "--primary")
+		if err := os.WriteFile(filepath.Join(mount, "f"), []byte("kept"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d.cmd.Process.Signal(sig)
+		select {
+		case <-d.exited:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("daemon did not stop on %v", sig)
+		}
+		if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("exit %d after %v: %s", code, sig, d.log.String())
+		}
+		if mounted(mount) {
+			t.Errorf("%s still mounted after %v", mount, sig)
+		}
+		if b, err := os.ReadFile(filepath.Join(backing, "f")); err != nil || string(b) != "kept" {
+			t.Errorf("backing file after %v: %q %v", sig, b, err)
+		}
+		// The journal is readable without a daemon.
+		if recs := journalSince(t, state, 0); len(recs) < 2 {
+			t.Errorf("journal after stop has %d records", len(recs))
+		}
+	}
+}
+
+// TestInPlaceMount mounts over the backing dir itself, as for
+// ~/srv/backup, survives a SIGKILL and restart, and keeps every file.
+func TestInPlaceMount(t *testing.T) {
+	state, backing, _ := nodeDirs(t, "a")
+	if err := os.WriteFile(filepath.Join(backing, "existing"), []byte("before"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, state, backing, backing, "--primary")
+	if !mounted(backing) {
+		t.Fatal("backing dir is not mounted over")
+	}
+	if b, err := os.ReadFile(filepath.Join(backing, "existing")); err != nil || string(b) != "before" {
+		t.Fatalf("existing file through the in-place mount: %q %v", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(backing, "new"), []byte("written through the mount"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(backing, ".georep")); !os.IsNotExist(err) {
+		t.Errorf(".georep visible through the in-place mount: %v", err)
+	}
+	d.kill()
+	d.restart()
+	if b, err := os.ReadFile(filepath.Join(backing, "new")); err != nil || string(b) != "written through the mount" {
+		t.Fatalf("file after SIGKILL and restart: %q %v", b, err)
+	}
+	recs := journalSince(t, state, 0)
+	var created bool
+	for _, r := range recs {
+		if r.Op == "create" && r.Path == "new" {
+			created = true
+		}
+	}
+	if !created {
+		t.Errorf("journal has no create of new: %+v", recs)
+	}
+	d.stop()
+	if mounted(backing) {
+		t.Fatal("in-place mount left after stop")
+	}
+	if b, err := os.ReadFile(filepath.Join(backing, "new")); err != nil || string(b) != "written through the mount" {
+		t.Fatalf("file in the backing dir after stop: %q %v", b, err)
+	}
+}
+
+// TestSecondaryIsReadOnly checks that a node started without --primary
+// refuses writes with EROFS but serves reads.
+func TestSecondaryIsReadOnly(t *testing.T) {
+	state, backing, mount := nodeDirs(t, "a")
+	if err := os.WriteFile(filepath.Join(backing, "f"), []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startDaemon(t, state, backing, mount)
+	if b, err := os.ReadFile(filepath.Join(mount, "f")); err != nil || string(b) != "data" {
+		t.Fatalf("read on a secondary: %q %v", b, err)
+	}
+	for name, op := range map[string]func() error{
+		"create": func() error { return os.WriteFile(filepath.Join(mount, "g"), nil, 0o644) },
+		"write":  func() error { return os.WriteFile(filepath.Join(mount, "f"), []byte("x"), 0o644) },
+		"mkdir":  func() error { return os.Mkdir(filepath.Join(mount, "d"), 0o755) },
+		"unlink": func() error { return os.Remove(filepath.Join(mount, "f")) },
+		"chmod":  func() error { return os.Chmod(filepath.Join(mount, "f"), 0o600) },
+		"rename": func() error { return os.Rename(filepath.Join(mount, "f"), filepath.Join(mount, "h")) },
+	} {
+		if err := op(); !errorIs(err, syscall.EROFS) {
+			t.Errorf("%s on a secondary: %v, want EROFS", name, err)
+		}
+	}
+}
+
+func errorIs(err error, target syscall.Errno) bool {
+	for err != nil {
+		if e, ok := err.(syscall.Errno); ok {
+			return e == target
+		}
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return false
+		}
+		err = u.Unwrap()
+	}
+	return false
+}
