@@ -15,6 +15,7 @@ package fs
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -75,11 +76,8 @@ func (v *Volume) Cut() error {
 	v.sessMu.Unlock()
 	var first error
 	for _, n := range nodes {
-		n.wmu.Lock()
-		err := n.closeSessionLocked()
-		n.wmu.Unlock()
-		if err != nil && first == nil {
-			first = err
+		if errno := n.endSession(); errno != 0 && first == nil {
+			first = fmt.Errorf("end write session of inode %d: %w", n.ino(), errno)
 		}
 	}
 	return first
