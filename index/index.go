@@ -269,6 +269,17 @@ func (x *Index) movePaths(txn *badger.Txn, moves map[string]string) error {
 		if err := txn.Set(pathKey(m.to), binary.BigEndian.AppendUint64(nil, m.ino)); err != nil {
 			return err
 		}
+	}
+	// Rewrite each file's paths once, applying every move at the same
+	// time: with RENAME_EXCHANGE a file can have names on both sides
+	// (hardlinks), and moving them one at a time would map a to b, then
+	// both b back to a.
+	done := map[uint64]bool{}
+	for _, m := range all {
+		if done[m.ino] {
+			continue
+		}
+		done[m.ino] = true
 		st, err := x.get(txn, m.ino)
 		if err != nil {
 			return err
@@ -277,8 +288,8 @@ func (x *Index) movePaths(txn *badger.Txn, moves map[string]string) error {
 			continue
 		}
 		for i, q := range st.Paths {
-			if q == m.from {
-				st.Paths[i] = m.to
+			if to, ok := moves[q]; ok {
+				st.Paths[i] = to
 			}
 		}
 		if err := x.put(txn, st); err != nil {
@@ -292,6 +303,10 @@ func rebase(q, from, to string) string { return to + strings.TrimPrefix(q, from)
 
 func (x *Index) rename(txn *badger.Txn, r *journal.Record) error {
 	from, to := r.Path, r.NewPath
+	if from == to {
+		// rename(2) of a name onto itself succeeds and changes nothing.
+		return nil
+	}
 	src, err := x.under(txn, from)
 	if err != nil {
 		return err

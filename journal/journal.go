@@ -23,8 +23,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -147,7 +149,7 @@ func Open(opts Options) (*Journal, error) {
 	go j.flusher()
 	go j.syncer()
 	for i := range pending {
-		if _, err := j.Append(&pending[i]); err != nil {
+		if _, err := j.commit(pending[i].intent, &pending[i].rec); err != nil {
 			j.Close()
 			return nil, fmt.Errorf("recover journal: %w", err)
 		}
@@ -195,10 +197,16 @@ func getU64(txn *badger.Txn, key []byte) (uint64, error) {
 
 func (j *Journal) walPath() string { return filepath.Join(j.opts.Dir, "wal") }
 
+// recovered is a record recovery must append, committing intent (0: none).
+type recovered struct {
+	intent uint64
+	rec    Record
+}
+
 // replay folds the log left by the previous run into badger and returns the
 // records recovery must append: resyncs for unfinished intents, whole-file
 // writes for open sessions.
-func (j *Journal) replay() ([]Record, error) {
+func (j *Journal) replay() ([]recovered, error) {
 	data, err := os.ReadFile(j.walPath())
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read journal log: %w", err)
@@ -225,19 +233,36 @@ func (j *Journal) replay() ([]Record, error) {
 			batch = append(batch, Entry{Closed: e.ino, OpenSeq: e.openSeq})
 		}
 	}
-	if err := j.persist(batch); err != nil {
+	if _, err := j.persist(batch); err != nil {
 		return nil, fmt.Errorf("replay journal log: %w", err)
 	}
-	var pending []Record
-	for _, in := range intents {
-		for _, p := range in.Paths {
-			pending = append(pending, Record{Op: OpResync, Path: p})
+	// startWAL replaces the old log before the resync records are
+	// appended: the unfinished intents are carried into the new log and
+	// the last resync of each commits it, so a crash in between resyncs
+	// the paths again instead of forgetting them.
+	var pending []recovered
+	ids := slices.Sorted(maps.Keys(intents))
+	for _, id := range ids {
+		in := intents[id]
+		if len(in.Paths) == 0 {
+			continue
+		}
+		j.intents[id] = in
+		j.nextIntent = max(j.nextIntent, id)
+		for i, p := range in.Paths {
+			r := recovered{rec: Record{Op: OpResync, Path: p}}
+			if i == len(in.Paths)-1 {
+				r.intent = id
+			}
+			pending = append(pending, r)
 		}
 	}
 	if j.opts.OpenSessions != nil {
 		err := j.opts.DB.View(func(txn *badger.Txn) error {
 			recs, err := j.opts.OpenSessions(txn)
-			pending = append(pending, recs...)
+			for _, r := range recs {
+				pending = append(pending, recovered{rec: r})
+			}
 			return err
 		})
 		if err != nil {
@@ -445,6 +470,16 @@ func (j *Journal) Sync() error {
 		return nil
 	}
 	if err := f.Sync(); err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			// A rotation replaced the log meanwhile; it synced badger
+			// and the new log before closing this one.
+			return nil
+		}
+		j.mu.Lock()
+		if j.wal == f {
+			j.walDirty = true // try again at the next sync
+		}
+		j.mu.Unlock()
 		return fmt.Errorf("sync journal log: %w", err)
 	}
 	return nil
@@ -497,9 +532,11 @@ func (j *Journal) drain() error {
 	if len(q) == 0 {
 		return nil
 	}
-	if err := j.persist(q); err != nil {
+	if n, err := j.persist(q); err != nil {
+		// Requeue only what is not in badger: the Persister must not
+		// fold an entry twice.
 		j.mu.Lock()
-		j.queue = append(q, j.queue...)
+		j.queue = append(q[n:], j.queue...)
 		j.mu.Unlock()
 		return err
 	}
@@ -507,8 +544,10 @@ func (j *Journal) drain() error {
 }
 
 // persist writes entries to badger in transactions of bounded size and
-// advances the persisted mark.
-func (j *Journal) persist(q []Entry) error {
+// advances the persisted mark. It returns how many entries of q it
+// persisted, all of them unless err is set.
+func (j *Journal) persist(q []Entry) (int, error) {
+	done := 0
 	for len(q) > 0 {
 		n := min(len(q), 512)
 		chunk := q[:n]
@@ -535,14 +574,15 @@ func (j *Journal) persist(q []Entry) error {
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("persist %d journal entries: %w", n, err)
+			return done, fmt.Errorf("persist %d journal entries: %w", n, err)
 		}
 		if last > 0 {
 			j.markPersisted(last)
 		}
 		q = q[n:]
+		done += n
 	}
-	return nil
+	return done, nil
 }
 
 // markPersisted advances the persisted mark. Rotation calls persist with
@@ -571,7 +611,8 @@ func (j *Journal) maybeRotate() error {
 	defer j.mu.Unlock()
 	j.rotating = true
 	defer func() { j.rotating = false }()
-	err := j.persist(j.queue)
+	n, err := j.persist(j.queue)
+	j.queue = j.queue[n:]
 	if err == nil {
 		err = j.opts.DB.Sync()
 	}
