@@ -73,6 +73,8 @@ type config struct {
 	out   string // BENCHMARKS.md to update; empty: print only
 	dir   string // parent of the scratch dir
 	quick bool
+	reps  int // runs per workload and target; 0: the sizes' default
+	only  string // PROBE
 }
 
 // sizes of one run's workloads.
@@ -101,6 +103,7 @@ func main() {
 	flag.StringVar(&cfg.out, "out", "", "BENCHMARKS.md to write the results into (its mount section; other sections are kept); empty: print only")
 	flag.StringVar(&cfg.dir, "dir", "/var/tmp", "directory in which the scratch dir (backing dirs, mount points, state dir) is created and, at the end, removed; its file system is the one measured")
 	flag.BoolVar(&cfg.quick, "quick", false, "tiny smoke run: small sizes, one run per workload")
+	flag.IntVar(&cfg.reps, "reps", 0, "runs per workload and target (default 3; 1 with -quick); the median is reported")
 	flag.Parse()
 	if flag.NArg() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: unexpected arguments:", flag.Args())
@@ -241,6 +244,9 @@ func run(ctx context.Context, cfg config, stdout, progress io.Writer) (err error
 	if cfg.quick {
 		sz = quickSizes
 	}
+	if cfg.reps > 0 {
+		sz.reps = cfg.reps
+	}
 	parent := cfg.dir
 	if parent == "" {
 		parent = os.TempDir()
@@ -272,6 +278,7 @@ func run(ctx context.Context, cfg config, stdout, progress io.Writer) (err error
 	if err := os.Mkdir(nat, 0o755); err != nil {
 		return err
 	}
+	spread := setTopDir(nat)
 	targets = append(targets, &target{key: tNative, column: "native", root: nat, close: func() error { return nil }})
 
 	// plain go-fuse loopback, georep's mount options
@@ -302,6 +309,9 @@ func run(ctx context.Context, cfg config, stdout, progress io.Writer) (err error
 	res := results{}
 	wls := workloads(sz)
 	for _, w := range wls {
+		if cfg.only != "" && w.key != cfg.only {
+			continue
+		}
 		for rep := 1; rep <= sz.reps; rep++ {
 			for _, t := range targets {
 				if err := ctx.Err(); err != nil {
@@ -323,7 +333,7 @@ func run(ctx context.Context, cfg config, stdout, progress io.Writer) (err error
 
 	rep := report{
 		date: time.Now().UTC(), mach: mach, sz: sz, res: res, wls: wls,
-		passthrough: passthrough, proto: proto, targets: targets,
+		passthrough: passthrough, proto: proto, targets: targets, spread: spread,
 	}
 	section := rep.markdown()
 	fmt.Fprintln(stdout)
@@ -346,8 +356,10 @@ func run(ctx context.Context, cfg config, stdout, progress io.Writer) (err error
 // runOnce runs workload w on target t in a fresh directory, then removes
 // it (untimed).
 func runOnce(ctx context.Context, w workload, t *target, rep int, sz sizes) (map[string]float64, error) {
-	dir := filepath.Join(t.root, fmt.Sprintf("%s-%d", w.key, rep))
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	// A name of its own, random: ext4 starts its search for a top
+	// directory's block group at a hash of the name (see setTopDir).
+	dir, err := os.MkdirTemp(t.root, fmt.Sprintf("%s-%d-", w.key, rep))
+	if err != nil {
 		return nil, err
 	}
 	settle := func() error {
@@ -376,6 +388,7 @@ func mountLoopback(base string, passthrough bool) (*target, *fuse.Server, error)
 			return nil, nil, err
 		}
 	}
+	setTopDir(backing)
 	root, err := gofs.NewLoopbackRoot(backing)
 	if err != nil {
 		return nil, nil, fmt.Errorf("loopback root: %w", err)
@@ -429,6 +442,7 @@ func mountGeorep(ctx context.Context, base string) (*target, error) {
 			return nil, err
 		}
 	}
+	setTopDir(backing)
 	if _, err := node.Init(state, "bench", ""); err != nil {
 		return nil, fmt.Errorf("init node: %w", err)
 	}
@@ -455,6 +469,30 @@ func mountGeorep(ctx context.Context, base string) (*target, error) {
 			return errors.Join(merr, n.Close())
 		},
 	}, nil
+}
+
+// fsTopDirFl is FS_TOPDIR_FL (chattr +T).
+const fsTopDirFl = 0x00020000
+
+// setTopDir sets the top-directory flag (chattr +T) on dir, where the file
+// system has it (ext2/3/4): the Orlov allocator then spreads dir's
+// subdirectories, each run's fresh directory, over block groups as it does
+// top-level ones. Without it every run's files go to the same groups, and
+// on ext4 without a journal an inode allocation in a group scans the
+// inodes deleted there in the last minute (ext4's recently_deleted), so
+// small-file creates would depend on how many files earlier runs deleted.
+// It reports whether the flag is set; failing to set it is not an error.
+func setTopDir(dir string) bool {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	fl, err := unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		return false
+	}
+	return unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, int(fl|fsTopDirFl)) == nil
 }
 
 // finish checks that nothing under the scratch dir is still mounted, then
@@ -876,6 +914,7 @@ type report struct {
 	passthrough bool
 	proto       string
 	targets     []*target
+	spread      bool // the targets' roots carry ext4's top-directory flag
 }
 
 func (r report) metrics() []metric {
@@ -992,7 +1031,13 @@ func (r report) markdown() string {
 	p("`sync(2)` runs before every timed run (and georep's journal is drained into badger), so writeback from one run does not land in the next; no caches are dropped. ")
 	p("All I/O is direct system calls from the benchmark process, which also serves the FUSE mounts. ")
 	p("Sequential write times open, writes, fsync and close; random write times the pwrites and the final fsync of an existing, fully written file (fixed seed); ")
-	p("small files time each phase separately. MB/s is 10⁶ bytes per second.\n\n")
+	p("small files time each phase separately. MB/s is 10⁶ bytes per second.")
+	if r.spread {
+		p(" Each target's root carries the top-directory flag (`chattr +T`), so each run's fresh directory lands in block groups of its own: ")
+		p("on ext4 without a journal, allocating an inode in a group where many were deleted in the last minute scans those (`recently_deleted`), ")
+		p("which would otherwise make small-file creates depend on the runs before them.")
+	}
+	p("\n\n")
 	b.WriteString(r.table())
 	p("\n%s\n", r.verdict())
 	if r.passthrough {

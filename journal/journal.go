@@ -336,10 +336,16 @@ func (j *Journal) writeLocked(buf []byte) error {
 		return j.err
 	}
 	if _, err := j.wal.Write(buf); err != nil {
-		// A log we cannot write is a journal we cannot trust: every later
+		// A partial frame would hide every later frame from replay: cut it
+		// off, and fail only this operation (a full disk may be freed). If
+		// even that fails, the log cannot be trusted: every later
 		// mutation fails rather than going unrecorded.
-		j.err = fmt.Errorf("write journal log: %w", err)
-		return j.err
+		werr := fmt.Errorf("write journal log: %w", err)
+		if terr := j.wal.Truncate(j.walSize); terr != nil {
+			j.err = errors.Join(werr, fmt.Errorf("cut partial frame: %w", terr))
+			return j.err
+		}
+		return werr
 	}
 	j.walSize += int64(len(buf))
 	j.walDirty = true
