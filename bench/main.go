@@ -18,9 +18,9 @@
 // Workloads, each in a fresh subdirectory of the target: 1 MiB sequential
 // writes of a large file then fsync; 4 KiB pwrites at random aligned
 // offsets of an existing file then fsync; and creating, stating and
-// unlinking many small files in one directory. Each runs 3 times per
-// target, targets interleaved per repetition, and the median is reported.
-// sync(2) runs before every timed run; no caches are dropped.
+// unlinking many small files in one directory. Each runs 3 times (-reps)
+// per target, targets interleaved per repetition, and the median is
+// reported. sync(2) runs before every timed run; no caches are dropped.
 //
 // The result is printed and, with -out, written into BENCHMARKS.md between
 // the markers <!-- section: mount --> and <!-- /section -->; every other
@@ -28,7 +28,10 @@
 //
 // Usage (as root, with /dev/fuse; georep mounts with DirectMount):
 //
-//	go run ./bench -out BENCHMARKS.md [-dir /var/tmp] [-quick]
+//	go run ./bench -out BENCHMARKS.md [-dir /var/tmp] [-quick] [-reps 3]
+//
+// -dir names the directory in which a fresh scratch dir is made (and
+// removed at the end); its file system is the one measured.
 package main
 
 import (
@@ -74,7 +77,6 @@ type config struct {
 	dir   string // parent of the scratch dir
 	quick bool
 	reps  int // runs per workload and target; 0: the sizes' default
-	only  string // PROBE
 }
 
 // sizes of one run's workloads.
@@ -123,9 +125,13 @@ func main() {
 	}()
 
 	err := run(ctx, cfg, os.Stdout, os.Stderr)
+	interrupted := ctx.Err() != nil
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench: FAILED:", err)
+		if interrupted {
+			os.Exit(130)
+		}
 		os.Exit(1)
 	}
 }
@@ -162,9 +168,8 @@ func detachAll() {
 
 // target is one file system the workloads run on.
 type target struct {
-	key    string // short name, in progress lines
-	column string // table column
-	root   string // directory the workloads run in
+	key  string // short name, in progress lines and the list of runs
+	root string // directory the workloads run in
 	// settle, if set, waits for the target's background work (georep's
 	// journal flusher) before a timed run.
 	settle func(context.Context) error
@@ -279,7 +284,7 @@ func run(ctx context.Context, cfg config, stdout, progress io.Writer) (err error
 		return err
 	}
 	spread := setTopDir(nat)
-	targets = append(targets, &target{key: tNative, column: "native", root: nat, close: func() error { return nil }})
+	targets = append(targets, &target{key: tNative, root: nat, close: func() error { return nil }})
 
 	// plain go-fuse loopback, georep's mount options
 	lt, srv, err := mountLoopback(filepath.Join(scratch, "loopback"), true)
@@ -309,9 +314,6 @@ func run(ctx context.Context, cfg config, stdout, progress io.Writer) (err error
 	res := results{}
 	wls := workloads(sz)
 	for _, w := range wls {
-		if cfg.only != "" && w.key != cfg.only {
-			continue
-		}
 		for rep := 1; rep <= sz.reps; rep++ {
 			for _, t := range targets {
 				if err := ctx.Err(); err != nil {
@@ -395,10 +397,10 @@ func mountLoopback(base string, passthrough bool) (*target, *fuse.Server, error)
 	}
 	timeout := time.Second
 	mo := georepfs.MountOptions(backing, false)
-	key, column := tLoopback, "go-fuse loopback"
+	key := tLoopback
 	if !passthrough {
 		mo.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
-		key, column = tNoPT, "go-fuse loopback, no passthrough"
+		key = tNoPT
 	}
 	setLive(mnt, true) // before mounting: a failed WaitMount may leave a mount
 	srv, err := gofs.Mount(mnt, root, &gofs.Options{EntryTimeout: &timeout, AttrTimeout: &timeout, MountOptions: mo})
@@ -407,7 +409,7 @@ func mountLoopback(base string, passthrough bool) (*target, *fuse.Server, error)
 		setLive(mnt, false)
 		return nil, nil, fmt.Errorf("mount loopback at %s: %w", mnt, err)
 	}
-	t := &target{key: key, column: column, root: mnt, close: func() error {
+	t := &target{key: key, root: mnt, close: func() error {
 		defer setLive(mnt, false)
 		return unmountServer(srv, mnt)
 	}}
@@ -461,7 +463,7 @@ func mountGeorep(ctx context.Context, base string) (*target, error) {
 		return nil, errors.Join(fmt.Errorf("mount georep at %s: %w", mnt, err), n.Close())
 	}
 	return &target{
-		key: tGeorep, column: "georep", root: mnt,
+		key: tGeorep, root: mnt,
 		settle: func(ctx context.Context) error { return n.Journal.Flush(ctx) },
 		close: func() error {
 			defer setLive(mnt, false)
