@@ -398,7 +398,10 @@ func mountLoopback(base string, passthrough bool) (*target, *fuse.Server, error)
 	timeout := time.Second
 	mo := georepfs.MountOptions(backing, false)
 	key := tLoopback
-	if !passthrough {
+	if passthrough {
+		// georep withholds passthrough; the plain loopback gets it back.
+		mo.DisabledCapabilities &^= fuse.CAP_PASSTHROUGH
+	} else {
 		mo.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
 		key = tNoPT
 	}

@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"os"
 	"syscall"
 	"time"
 
@@ -58,11 +57,13 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno
 	}
 	p := join(dir, name)
-	errno = n.journaled(journal.OpCreate, []string{p}, func() (*journal.Record, syscall.Errno) {
+	var id uint64
+	errno = n.journaledID(journal.OpCreate, []string{p}, func(intent uint64) (*journal.Record, syscall.Errno) {
 		ch, fh, fuseFlags, errno = n.LoopbackNode.Create(ctx, name, flags, mode, out)
 		if errno != 0 {
 			return nil, errno
 		}
+		id = intent
 		n.ownByCaller(ctx, name, out)
 		n.restoreSpecialBits(name, mode, out)
 		return attrRecord(&journal.Record{Op: journal.OpCreate, Path: p}, &out.Attr), 0
@@ -73,6 +74,10 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 		return nil, nil, 0, errno
 	}
+	child := ch.Operations().(*Node)
+	child.wmu.Lock()
+	child.createIntent = id
+	child.wmu.Unlock()
 	return ch, n.wrapFile(ch, fh), fuseFlags, 0
 }
 
@@ -145,7 +150,7 @@ func (n *Node) newEntry(ctx context.Context, op journal.Op, name string, out *fu
 // caller's uid and gid; in a set-group-ID directory the entry must keep
 // the directory's group instead.
 func (n *Node) ownByCaller(ctx context.Context, name string, out *fuse.EntryOut) {
-	if _, ok := fuse.FromContext(ctx); !ok || os.Getuid() != 0 {
+	if _, ok := fuse.FromContext(ctx); !ok || !n.vol.asRoot {
 		return
 	}
 	var dir unix.Stat_t

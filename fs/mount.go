@@ -93,7 +93,7 @@ func New(ctx context.Context, o Options) (*Mount, error) {
 			return nil, err
 		}
 	}
-	v := &Volume{j: o.Journal, log: o.Logger.With("component", "fs"), open: map[*Node]struct{}{}}
+	v := &Volume{j: o.Journal, log: o.Logger.With("component", "fs"), open: map[*Node]struct{}{}, asRoot: os.Getuid() == 0}
 	v.gate.init()
 	v.gate.ro = o.ReadOnly
 	lroot := &gofs.LoopbackRoot{Path: rootPath, Dev: uint64(st.Dev)}
@@ -132,6 +132,10 @@ func MountOptions(backing string, debug bool) fuse.MountOptions {
 		MaxWrite:    1 << 20,
 		EnableLocks: true,
 		Debug:       debug,
+		// Passthrough would let the kernel write open files directly,
+		// around the journal. The file handles offer no passthrough fd
+		// either; withholding the capability makes it a mount property.
+		DisabledCapabilities: fuse.CAP_PASSTHROUGH,
 	}
 }
 

@@ -39,6 +39,10 @@ type Volume struct {
 
 	gate gate
 
+	// asRoot: the daemon runs as root and gives new entries to their
+	// creators (os.Getuid is a system call; ask once).
+	asRoot bool
+
 	// ns orders path-naming records against directory renames: a rename
 	// of a directory that has known descendants holds it exclusively until
 	// go-fuse's tree shows the new names.

@@ -90,6 +90,8 @@ func (x *Index) Apply(txn *badger.Txn, e journal.Entry) error {
 		}
 	case journal.OpRename:
 		err = x.rename(txn, r)
+	case journal.OpResync:
+		err = x.resync(txn, r.Path)
 	}
 	if err != nil {
 		return fmt.Errorf("index %s %q (seq %d): %w", r.Op, r.Path, r.Seq, err)
@@ -340,6 +342,24 @@ func (x *Index) rename(txn *badger.Txn, r *journal.Record) error {
 	return x.negative(txn, r, from)
 }
 
+// resync forgets the dirty state at p and below it: a resync record says
+// the journal cannot vouch for that part of the tree (an operation on it,
+// a rename perhaps, may or may not have happened), so it is compared and
+// shipped whole, which subsumes any ranges known there, and paths the
+// index holds there may be stale.
+func (x *Index) resync(txn *badger.Txn, p string) error {
+	paths, err := x.under(txn, p)
+	if err != nil {
+		return err
+	}
+	for _, q := range paths {
+		if err := x.dropPath(txn, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // RenameExchange is the RENAME_EXCHANGE flag of renameat2(2).
 const RenameExchange = 1 << 1
 
@@ -349,8 +369,12 @@ const RenameExchange = 1 << 1
 func (x *Index) OpenSessions(txn *badger.Txn) ([]journal.Record, error) {
 	var out []journal.Record
 	err := x.each(txn, func(st *FileState) bool {
-		if st.OpenSeq != 0 && len(st.Paths) > 0 {
-			out = append(out, journal.Record{Op: journal.OpWrite, Path: st.Paths[0], Ino: st.Ino, Whole: true})
+		if st.OpenSeq != 0 {
+			// Every name of the file: any of them may be the one the
+			// lost writes were made through.
+			for _, p := range st.Paths {
+				out = append(out, journal.Record{Op: journal.OpWrite, Path: p, Ino: st.Ino, Whole: true})
+			}
 		}
 		return true
 	})

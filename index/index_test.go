@@ -499,12 +499,41 @@ func TestUnlinkCleanAndUnknownOps(t *testing.T) {
 	f.write(1, "a", 0, 1)
 	f.op(journal.OpUnlink, "b") // clean file
 	f.wantPaths(1, "a")
-	for _, op := range []journal.Op{journal.OpSetattr, journal.OpSetxattr, journal.OpRemovexattr, journal.OpResync} {
+	for _, op := range []journal.Op{journal.OpSetattr, journal.OpSetxattr, journal.OpRemovexattr} {
 		f.op(op, "a")
 	}
 	f.wantPaths(1, "a")
 	f.wantDirty(1, journal.Range{0, 1})
 	f.wantNotDeleted("a")
+	// A resync subsumes the dirty state at its path: shipped whole.
+	f.op(journal.OpResync, "a")
+	f.wantPaths(1)
+	f.wantNotDeleted("a")
+}
+
+// TestResyncDropsStalePaths is the case a crash test found: a rename whose
+// record was lost in a crash becomes resync records of both paths; the
+// index must not keep the old name, or recovery would send a later
+// whole-file record to where the file no longer is.
+func TestResyncDropsStalePaths(t *testing.T) {
+	f := newFixture(t)
+	f.write(1, "d/old", 0, 10)
+	f.write(2, "d/sub/x", 0, 1)
+	// The rename old -> new happened, but only its intent survived.
+	f.op(journal.OpResync, "d/old")
+	f.op(journal.OpResync, "d/new")
+	f.wantPaths(1)
+	// A later session on the file names its real path.
+	f.apply(journal.Record{Op: journal.OpWrite, Path: "d/new", Ino: 1, Ranges: []journal.Range{{5, 1}}, Open: true})
+	f.wantPaths(1, "d/new")
+	got := f.sessions()
+	if len(got) != 1 || got[0].Path != "d/new" || !got[0].Whole {
+		t.Fatalf("open sessions after resync: %+v", got)
+	}
+	// A resync of a directory subsumes everything below it.
+	f.op(journal.OpResync, "d")
+	f.wantPaths(1)
+	f.wantPaths(2)
 }
 
 func TestTruncateClipsRanges(t *testing.T) {

@@ -184,6 +184,7 @@ type record struct {
 	NewPath string     `json:"new_path"`
 	Ranges  [][2]int64 `json:"ranges"`
 	Whole   bool       `json:"whole"`
+	Open    bool       `json:"open"`
 }
 
 // journal lists the records after since.

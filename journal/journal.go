@@ -41,6 +41,7 @@ type Entry struct {
 	// OpenSeq is the seq of the record that opened it.
 	Closed  uint64
 	OpenSeq uint64
+	enc     []byte // the record's JSON, when the journal already encoded it
 }
 
 // Persister folds entries into derived state inside the flusher's badger
@@ -62,6 +63,9 @@ type Options struct {
 	OpenSessions Recoverer
 	// SyncInterval is how often the log is fdatasync'd (default 100ms).
 	SyncInterval time.Duration
+	// BatchDelay is how long the flusher lets records accumulate before
+	// persisting them (default 2ms); Flush cuts it short.
+	BatchDelay time.Duration
 	// RotateBytes is the log size past which it is rotated (default 64 MiB).
 	RotateBytes int64
 	Logger      *slog.Logger
@@ -72,11 +76,17 @@ type Journal struct {
 	opts Options
 	log  *slog.Logger
 
-	mu         sync.Mutex
-	wal        *os.File
-	walSize    int64
-	walDirty   bool
-	buf        []byte
+	mu       sync.Mutex
+	wal      *os.File
+	walSize  int64
+	walDirty bool
+	// pending holds frames not yet written to the log: entries whose loss
+	// in a crash recovery makes up for (see logLocked).
+	pending []byte
+	// unsettled holds the intents whose commit frame is still pending:
+	// until it is written, the durable intent names their paths as
+	// uncertain, which covers any frame pending after it.
+	unsettled  map[uint64]struct{}
 	seq        uint64
 	epoch      uint64
 	nextIntent uint64
@@ -90,9 +100,10 @@ type Journal struct {
 	persisted uint64
 	cond      *sync.Cond // on mu: persisted moved
 
-	kick chan struct{}
-	stop chan struct{}
-	done sync.WaitGroup
+	kick   chan struct{}
+	urgent chan struct{} // a reader waits in Flush
+	stop   chan struct{}
+	done   sync.WaitGroup
 }
 
 var (
@@ -115,6 +126,9 @@ func Open(opts Options) (*Journal, error) {
 	if opts.SyncInterval == 0 {
 		opts.SyncInterval = 100 * time.Millisecond
 	}
+	if opts.BatchDelay == 0 {
+		opts.BatchDelay = 2 * time.Millisecond
+	}
 	if opts.RotateBytes == 0 {
 		opts.RotateBytes = 64 << 20
 	}
@@ -128,11 +142,13 @@ func Open(opts Options) (*Journal, error) {
 		return nil, fmt.Errorf("open journal dir: %w", err)
 	}
 	j := &Journal{
-		opts:    opts,
-		log:     opts.Logger.With("component", "journal"),
-		intents: map[uint64]walIntent{},
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
+		opts:      opts,
+		log:       opts.Logger.With("component", "journal"),
+		intents:   map[uint64]walIntent{},
+		unsettled: map[uint64]struct{}{},
+		kick:      make(chan struct{}, 1),
+		urgent:    make(chan struct{}, 1),
+		stop:      make(chan struct{}),
 	}
 	j.cond = sync.NewCond(&j.mu)
 	if err := j.loadMeta(); err != nil {
@@ -149,7 +165,7 @@ func Open(opts Options) (*Journal, error) {
 	go j.flusher()
 	go j.syncer()
 	for i := range pending {
-		if _, err := j.commit(pending[i].intent, &pending[i].rec); err != nil {
+		if _, err := j.commit(pending[i].intent, &pending[i].rec, true); err != nil {
 			j.Close()
 			return nil, fmt.Errorf("recover journal: %w", err)
 		}
@@ -311,7 +327,12 @@ func (j *Journal) startWAL() error {
 	if j.wal != nil {
 		j.wal.Close()
 	}
-	j.wal, j.walSize, j.walDirty = f, int64(len(buf)), false
+	// Frames still pending belong to the old log; the caller persisted
+	// what they describe.
+	j.wal, j.walSize, j.walDirty, j.pending = f, int64(len(buf)), false, j.pending[:0]
+	// Committed intents are not carried into the new log: they cover
+	// nothing any more.
+	clear(j.unsettled)
 	return nil
 }
 
@@ -327,15 +348,52 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// writeLocked writes buf to the log. j.mu must be held.
-func (j *Journal) writeLocked(buf []byte) error {
+// Frames reach the log in one of two ways. A forced frame is written at
+// once, with every pending frame before it, in one write(2): intents and
+// the first record of a write session, which must survive a kill before
+// the operation they announce runs. A lazy frame waits in j.pending for
+// the next forced frame, the periodic sync or Sync: a commit record, an
+// abort or the end of a write session. Losing a lazy frame in a crash
+// loses no information, because recovery treats what it would have
+// resolved conservatively: an intent left open becomes a resync record
+// of its paths, a write session left open makes its file whole.
+const maxPending = 64 << 10
+
+// logLocked appends the frame that add writes into j.pending, and writes
+// the pending frames to the log if force is set or they have grown large.
+// j.mu must be held.
+func (j *Journal) logLocked(force bool, add func([]byte) ([]byte, error)) error {
 	if j.closed {
 		return ErrClosed
 	}
 	if j.err != nil {
 		return j.err
 	}
-	if _, err := j.wal.Write(buf); err != nil {
+	mark := len(j.pending)
+	var err error
+	if j.pending, err = add(j.pending); err != nil {
+		j.pending = j.pending[:mark]
+		return err
+	}
+	if !force && len(j.pending) < maxPending {
+		return nil
+	}
+	if err := j.writePendingLocked(); err != nil {
+		if force {
+			j.pending = j.pending[:mark] // this operation fails; keep the rest
+		}
+		return err
+	}
+	return nil
+}
+
+// writePendingLocked writes the pending frames to the log. j.mu must be
+// held.
+func (j *Journal) writePendingLocked() error {
+	if len(j.pending) == 0 {
+		return nil
+	}
+	if _, err := j.wal.Write(j.pending); err != nil {
 		// A partial frame would hide every later frame from replay: cut it
 		// off, and fail only this operation (a full disk may be freed). If
 		// even that fails, the log cannot be trusted: every later
@@ -347,8 +405,10 @@ func (j *Journal) writeLocked(buf []byte) error {
 		}
 		return werr
 	}
-	j.walSize += int64(len(buf))
+	j.walSize += int64(len(j.pending))
 	j.walDirty = true
+	j.pending = j.pending[:0]
+	clear(j.unsettled)
 	return nil
 }
 
@@ -362,47 +422,79 @@ func (j *Journal) signal() {
 // Append assigns the next (epoch, seq) to r, makes it durable against a
 // process kill and queues it for badger. It returns the seq.
 func (j *Journal) Append(r *Record) (uint64, error) {
-	return j.commit(0, r)
+	return j.commit(0, r, true)
 }
 
-// Intent records that a metadata operation on paths is about to run. Call
-// Commit with its record after the operation succeeded, Abort after it
-// failed.
+// AppendDeferred is Append without waiting for the log: use it only for a
+// record whose loss in a crash recovery makes up for, such as the record
+// that ends a write session (its file is then shipped whole).
+func (j *Journal) AppendDeferred(r *Record) (uint64, error) {
+	return j.commit(0, r, false)
+}
+
+// AppendCoveredBy is Append, deferred while intent id's commit has not
+// reached the log: until then a crash leaves that intent open, and
+// recovery resyncs its paths, which covers r. A file's first write right
+// after its create thus costs no write(2) of its own.
+func (j *Journal) AppendCoveredBy(id uint64, r *Record) (uint64, error) {
+	j.mu.Lock()
+	_, covered := j.unsettled[id]
+	j.mu.Unlock()
+	// The flag can only go from covered to not covered meanwhile (the
+	// pending frames were written), and then r is written in order after
+	// the commit that settled id: deferring r stays safe only while id is
+	// unsettled, so re-check under the lock.
+	return j.commitIf(0, r, func() bool {
+		_, still := j.unsettled[id]
+		return !(covered && still)
+	})
+}
+
+// Intent records, durably, that a metadata operation on paths is about to
+// run. Call Commit with its record after the operation succeeded, Abort
+// after it failed.
 func (j *Journal) Intent(op Op, paths ...string) (uint64, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.nextIntent++
-	in := walIntent{ID: j.nextIntent, Op: op, Paths: paths}
+	in := walIntent{ID: j.nextIntent + 1, Op: op, Paths: paths}
 	js, err := json.Marshal(in)
 	if err != nil {
 		return 0, fmt.Errorf("encode intent: %w", err)
 	}
-	j.buf = appendFrame(j.buf[:0], kindIntent, js)
-	if err := j.writeLocked(j.buf); err != nil {
+	err = j.logLocked(true, func(b []byte) ([]byte, error) { return appendFrame(b, kindIntent, js), nil })
+	if err != nil {
 		return 0, err
 	}
+	j.nextIntent = in.ID
 	j.intents[in.ID] = in
 	return in.ID, nil
 }
 
-// Commit appends r as the outcome of intent id.
+// Commit appends r as the outcome of intent id. The durable intent covers
+// it until the record reaches the log.
 func (j *Journal) Commit(id uint64, r *Record) (uint64, error) {
-	return j.commit(id, r)
+	return j.commit(id, r, false)
 }
 
 // Abort records that intent id's operation failed and changed nothing.
 func (j *Journal) Abort(id uint64) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.buf = appendFrame(j.buf[:0], kindDone, u64(id))
-	if err := j.writeLocked(j.buf); err != nil {
+	err := j.logLocked(false, func(b []byte) ([]byte, error) { return appendFrame(b, kindDone, u64(id)), nil })
+	if err != nil {
 		return err
 	}
 	delete(j.intents, id)
 	return nil
 }
 
-func (j *Journal) commit(id uint64, r *Record) (uint64, error) {
+func (j *Journal) commit(id uint64, r *Record, force bool) (uint64, error) {
+	return j.commitIf(id, r, func() bool { return force })
+}
+
+// commitIf appends r as the outcome of intent id (0: none), forcing it to
+// the log if force, evaluated under j.mu, says so.
+func (j *Journal) commitIf(id uint64, r *Record, force func() bool) (uint64, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	r.Seq = j.seq + 1
@@ -410,16 +502,27 @@ func (j *Journal) commit(id uint64, r *Record) (uint64, error) {
 	if r.Time.IsZero() {
 		r.Time = time.Now().UTC()
 	}
-	var err error
-	if j.buf, err = encodeRecord(j.buf[:0], id, r); err != nil {
-		return 0, err
-	}
-	if err := j.writeLocked(j.buf); err != nil {
+	var js []byte
+	forced := force()
+	err := j.logLocked(forced, func(b []byte) ([]byte, error) {
+		start := len(b)
+		b, err := encodeRecord(b, id, r)
+		if err == nil {
+			// The JSON follows the frame header, kind and intent id;
+			// badger stores the same bytes.
+			js = append([]byte(nil), b[start+frameHeader+1+8:]...)
+		}
+		return b, err
+	})
+	if err != nil {
 		return 0, err
 	}
 	j.seq = r.Seq
 	delete(j.intents, id)
-	j.queue = append(j.queue, Entry{Record: r})
+	if id != 0 && !forced && len(j.pending) > 0 {
+		j.unsettled[id] = struct{}{}
+	}
+	j.queue = append(j.queue, Entry{Record: r, enc: js})
 	j.signal()
 	return r.Seq, nil
 }
@@ -429,8 +532,10 @@ func (j *Journal) commit(id uint64, r *Record) (uint64, error) {
 func (j *Journal) CloseSession(ino, openSeq uint64) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.buf = appendFrame(j.buf[:0], kindClose, u64(ino), u64(openSeq))
-	if err := j.writeLocked(j.buf); err != nil {
+	err := j.logLocked(false, func(b []byte) ([]byte, error) {
+		return appendFrame(b, kindClose, u64(ino), u64(openSeq)), nil
+	})
+	if err != nil {
 		return err
 	}
 	j.queue = append(j.queue, Entry{Closed: ino, OpenSeq: openSeq})
@@ -469,6 +574,12 @@ func (j *Journal) SetEpoch(e uint64) error {
 // Sync makes every appended entry durable against power loss.
 func (j *Journal) Sync() error {
 	j.mu.Lock()
+	if j.wal != nil && !j.closed && j.err == nil {
+		if err := j.writePendingLocked(); err != nil {
+			j.mu.Unlock()
+			return err
+		}
+	}
 	f, dirty := j.wal, j.walDirty
 	j.walDirty = false
 	j.mu.Unlock()
@@ -509,11 +620,25 @@ func (j *Journal) syncer() {
 
 func (j *Journal) flusher() {
 	defer j.done.Done()
+	batch := time.NewTimer(time.Hour)
+	batch.Stop()
 	for {
 		select {
 		case <-j.stop:
 			return
 		case <-j.kick:
+		case <-j.urgent:
+		}
+		// Let a burst accumulate, so one badger transaction carries many
+		// records (badger's per-transaction cost would otherwise compete
+		// with the mount for the CPU), unless a reader waits in Flush.
+		batch.Reset(j.opts.BatchDelay)
+		select {
+		case <-j.stop:
+			return
+		case <-j.urgent:
+			batch.Stop()
+		case <-batch.C:
 		}
 		if err := j.drain(); err != nil {
 			j.log.Error("persisting journal failed", "err", err)
@@ -561,9 +686,12 @@ func (j *Journal) persist(q []Entry) (int, error) {
 		err := j.opts.DB.Update(func(txn *badger.Txn) error {
 			for _, e := range chunk {
 				if e.Record != nil {
-					v, err := json.Marshal(e.Record)
-					if err != nil {
-						return fmt.Errorf("encode record %d: %w", e.Record.Seq, err)
+					v := e.enc
+					if v == nil {
+						var err error
+						if v, err = json.Marshal(e.Record); err != nil {
+							return fmt.Errorf("encode record %d: %w", e.Record.Seq, err)
+						}
 					}
 					if err := txn.Set(recordKey(e.Record.Seq), v); err != nil {
 						return fmt.Errorf("store record %d: %w", e.Record.Seq, err)
@@ -634,7 +762,10 @@ func (j *Journal) Flush(ctx context.Context) error {
 	j.mu.Lock()
 	target := j.seq
 	j.mu.Unlock()
-	j.signal()
+	select {
+	case j.urgent <- struct{}{}:
+	default:
+	}
 	stop := context.AfterFunc(ctx, func() {
 		j.mu.Lock()
 		j.cond.Broadcast()

@@ -185,7 +185,15 @@ func Open(dir string, log *slog.Logger) (*Node, error) {
 		WithMemTableSize(16 << 20).
 		WithValueThreshold(1 << 10).
 		WithNumVersionsToKeep(1).
-		WithCompactL0OnClose(true)
+		WithCompactL0OnClose(true).
+		// One writer (the journal's flusher) and few reads: no conflict
+		// detection, few compactors, small caches, so badger's
+		// background work competes little with the mount for the CPU.
+		WithDetectConflicts(false).
+		WithNumCompactors(2).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(8 << 20).
+		WithMetricsEnabled(false)
 	if n.DB, err = badger.Open(bo); err != nil {
 		n.Close()
 		return nil, fmt.Errorf("open journal database %s: %s", filepath.Join(dir, "db"), firstLine(err))

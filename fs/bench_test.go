@@ -1,0 +1,61 @@
+package fs
+
+import (
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+)
+
+// BenchmarkCreateUnlink is a profiling aid for the small-file path (the
+// comparison with native and plain loopback is `make bench`).
+func BenchmarkCreateUnlink(b *testing.B) {
+	tm := newTestMount(b)
+	data := make([]byte, 100)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p := tm.path(fmt.Sprintf("f%d", i))
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.Remove(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCreateUnlinkLoopback is the same loop on plain go-fuse
+// loopback with georep's mount options, for an A/B comparison.
+func BenchmarkCreateUnlinkLoopback(b *testing.B) {
+	requireFuse(b)
+	dir := b.TempDir()
+	back, mnt := dir+"/b", dir+"/m"
+	must2(b, os.Mkdir(back, 0o755))
+	must2(b, os.Mkdir(mnt, 0o755))
+	root, err := gofs.NewLoopbackRoot(back)
+	must2(b, err)
+	sec := time.Second
+	srv, err := gofs.Mount(mnt, root, &gofs.Options{EntryTimeout: &sec, AttrTimeout: &sec, MountOptions: MountOptions(back, false)})
+	must2(b, err)
+	defer srv.Unmount()
+	data := make([]byte, 100)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p := fmt.Sprintf("%s/f%d", mnt, i)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.Remove(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func must2(b *testing.B, err error) {
+	b.Helper()
+	if err != nil {
+		b.Fatal(err)
+	}
+}
