@@ -59,3 +59,37 @@ func must2(b *testing.B, err error) {
 		b.Fatal(err)
 	}
 }
+
+// benchUnlink unlinks b.N files made in the backing dir beforehand.
+func benchUnlink(b *testing.B, backing, mnt string) {
+	for i := 0; i < b.N; i++ {
+		must2(b, os.WriteFile(fmt.Sprintf("%s/u%d", backing, i), nil, 0o644))
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := os.Remove(fmt.Sprintf("%s/u%d", mnt, i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkUnlink and BenchmarkUnlinkLoopback compare unlink alone.
+func BenchmarkUnlink(b *testing.B) {
+	tm := newTestMount(b)
+	benchUnlink(b, tm.backing, tm.mnt)
+}
+
+func BenchmarkUnlinkLoopback(b *testing.B) {
+	requireFuse(b)
+	dir := b.TempDir()
+	back, mnt := dir+"/b", dir+"/m"
+	must2(b, os.Mkdir(back, 0o755))
+	must2(b, os.Mkdir(mnt, 0o755))
+	root, err := gofs.NewLoopbackRoot(back)
+	must2(b, err)
+	sec := time.Second
+	srv, err := gofs.Mount(mnt, root, &gofs.Options{EntryTimeout: &sec, AttrTimeout: &sec, MountOptions: MountOptions(back, false)})
+	must2(b, err)
+	defer srv.Unmount()
+	benchUnlink(b, back, mnt)
+}

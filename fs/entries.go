@@ -57,13 +57,11 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno
 	}
 	p := join(dir, name)
-	var id uint64
-	errno = n.journaledID(journal.OpCreate, []string{p}, func(intent uint64) (*journal.Record, syscall.Errno) {
+	errno = n.journaled(journal.OpCreate, []string{p}, func() (*journal.Record, syscall.Errno) {
 		ch, fh, fuseFlags, errno = n.LoopbackNode.Create(ctx, name, flags, mode, out)
 		if errno != 0 {
 			return nil, errno
 		}
-		id = intent
 		n.ownByCaller(ctx, name, out)
 		n.restoreSpecialBits(name, mode, out)
 		return attrRecord(&journal.Record{Op: journal.OpCreate, Path: p}, &out.Attr), 0
@@ -74,10 +72,6 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 		return nil, nil, 0, errno
 	}
-	child := ch.Operations().(*Node)
-	child.wmu.Lock()
-	child.createIntent = id
-	child.wmu.Unlock()
 	return ch, n.wrapFile(ch, fh), fuseFlags, 0
 }
 

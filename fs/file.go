@@ -135,7 +135,7 @@ func (n *Node) noteWriteLocked(off, length int64) error {
 	if errno != 0 {
 		return nil // unlinked while open: no name to replicate
 	}
-	seq, err := n.vol.j.AppendCoveredBy(n.createIntent, &journal.Record{
+	seq, err := n.vol.j.Append(&journal.Record{
 		Op: journal.OpWrite, Path: p, Ino: n.ino(),
 		Ranges: []journal.Range{{off, length}}, Open: true,
 	})
@@ -164,9 +164,7 @@ func (n *Node) closeSessionLocked() error {
 	case errno != 0:
 		err = n.vol.j.CloseSession(n.ino(), s.openSeq)
 	case len(s.ranges) > 0:
-		// Deferred: if it is lost in a crash, the session looks open and
-		// recovery makes the file whole.
-		_, err = n.vol.j.AppendDeferred(&journal.Record{Op: journal.OpWrite, Path: p, Ino: n.ino(), Ranges: s.ranges})
+		_, err = n.vol.j.Append(&journal.Record{Op: journal.OpWrite, Path: p, Ino: n.ino(), Ranges: s.ranges})
 	default:
 		err = n.vol.j.CloseSession(n.ino(), s.openSeq)
 	}

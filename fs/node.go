@@ -22,10 +22,6 @@ type Node struct {
 	// that was supposed to name it.
 	wmu  sync.Mutex
 	sess *session
-	// createIntent is the intent that created the file through this
-	// mount, if any: while its commit is not in the log, it covers the
-	// file's first write (see journal.AppendCoveredBy).
-	createIntent uint64
 }
 
 // session is an open write session: its first write was journaled with an
@@ -77,16 +73,11 @@ func (n *Node) begin(ctx context.Context) (func(), syscall.Errno) {
 // journaled runs fn bracketed by an intent on paths and its record. fn
 // returns the record to commit (nil: a plain record of op on paths[0]).
 func (n *Node) journaled(op journal.Op, paths []string, fn func() (*journal.Record, syscall.Errno)) syscall.Errno {
-	return n.journaledID(op, paths, func(uint64) (*journal.Record, syscall.Errno) { return fn() })
-}
-
-// journaledID is journaled for an fn that wants the intent's id.
-func (n *Node) journaledID(op journal.Op, paths []string, fn func(id uint64) (*journal.Record, syscall.Errno)) syscall.Errno {
 	id, errno := n.vol.intent(op, paths...)
 	if errno != 0 {
 		return errno
 	}
-	rec, errno := fn(id)
+	rec, errno := fn()
 	if rec == nil {
 		rec = &journal.Record{Op: op, Path: paths[0]}
 	}

@@ -64,7 +64,7 @@ type Options struct {
 	// SyncInterval is how often the log is fdatasync'd (default 100ms).
 	SyncInterval time.Duration
 	// BatchDelay is how long the flusher lets records accumulate before
-	// persisting them (default 2ms); Flush cuts it short.
+	// persisting them (default 20ms); Flush cuts it short.
 	BatchDelay time.Duration
 	// RotateBytes is the log size past which it is rotated (default 64 MiB).
 	RotateBytes int64
@@ -76,23 +76,14 @@ type Journal struct {
 	opts Options
 	log  *slog.Logger
 
-	mu       sync.Mutex
-	wal      *os.File
-	walSize  int64
-	walDirty bool
-	// pending holds frames not yet written to the log: entries whose loss
-	// in a crash recovery makes up for (see logLocked).
-	pending []byte
-	// unsettled holds the intents whose commit frame is still pending:
-	// until it is written, the durable intent names their paths as
-	// uncertain, which covers any frame pending after it.
-	unsettled  map[uint64]struct{}
+	mu         sync.Mutex
+	wal        *logFile
+	buf        []byte // scratch for encoding frames
 	seq        uint64
 	epoch      uint64
 	nextIntent uint64
 	intents    map[uint64]walIntent
 	queue      []Entry
-	err        error // sticky: the log could not be written
 	closed     bool
 	rotating   bool // persist runs with mu held (guarded by persistMu)
 
@@ -127,7 +118,7 @@ func Open(opts Options) (*Journal, error) {
 		opts.SyncInterval = 100 * time.Millisecond
 	}
 	if opts.BatchDelay == 0 {
-		opts.BatchDelay = 2 * time.Millisecond
+		opts.BatchDelay = 20 * time.Millisecond
 	}
 	if opts.RotateBytes == 0 {
 		opts.RotateBytes = 64 << 20
@@ -142,13 +133,12 @@ func Open(opts Options) (*Journal, error) {
 		return nil, fmt.Errorf("open journal dir: %w", err)
 	}
 	j := &Journal{
-		opts:      opts,
-		log:       opts.Logger.With("component", "journal"),
-		intents:   map[uint64]walIntent{},
-		unsettled: map[uint64]struct{}{},
-		kick:      make(chan struct{}, 1),
-		urgent:    make(chan struct{}, 1),
-		stop:      make(chan struct{}),
+		opts:    opts,
+		log:     opts.Logger.With("component", "journal"),
+		intents: map[uint64]walIntent{},
+		kick:    make(chan struct{}, 1),
+		urgent:  make(chan struct{}, 1),
+		stop:    make(chan struct{}),
 	}
 	j.cond = sync.NewCond(&j.mu)
 	if err := j.loadMeta(); err != nil {
@@ -165,7 +155,7 @@ func Open(opts Options) (*Journal, error) {
 	go j.flusher()
 	go j.syncer()
 	for i := range pending {
-		if _, err := j.commit(pending[i].intent, &pending[i].rec, true); err != nil {
+		if _, err := j.commit(pending[i].intent, &pending[i].rec); err != nil {
 			j.Close()
 			return nil, fmt.Errorf("recover journal: %w", err)
 		}
@@ -228,8 +218,10 @@ func (j *Journal) replay() ([]recovered, error) {
 		return nil, fmt.Errorf("read journal log: %w", err)
 	}
 	entries, valid := decodeWAL(data)
-	if valid < len(data) {
-		j.log.Warn("journal log has a torn tail; ignoring it", "offset", valid, "bytes", len(data)-valid)
+	if tail := data[valid:]; slices.ContainsFunc(tail, func(b byte) bool { return b != 0 }) {
+		// The log ends at the first frame that is not whole: a frame
+		// being copied in when the daemon died. The rest is unused.
+		j.log.Warn("journal log has a torn tail; ignoring it", "offset", valid)
 	}
 	intents := map[uint64]walIntent{}
 	var batch []Entry
@@ -295,44 +287,40 @@ func (j *Journal) replay() ([]recovered, error) {
 // The caller guarantees everything in the old log is persisted and synced.
 func (j *Journal) startWAL() error {
 	tmp := j.walPath() + ".new"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o600)
+	l, err := createLog(tmp)
 	if err != nil {
-		return fmt.Errorf("create journal log: %w", err)
+		return err
 	}
 	var buf []byte
 	for _, in := range j.intents {
 		js, err := json.Marshal(in)
 		if err != nil {
-			f.Close()
+			l.close()
 			return fmt.Errorf("encode intent: %w", err)
 		}
 		buf = appendFrame(buf, kindIntent, js)
 	}
-	if _, err := f.Write(buf); err != nil {
-		f.Close()
-		return fmt.Errorf("write journal log: %w", err)
+	if err := l.append(buf); err != nil {
+		l.close()
+		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
+	if err := l.f.Sync(); err != nil {
+		l.close()
 		return fmt.Errorf("sync journal log: %w", err)
 	}
 	if err := os.Rename(tmp, j.walPath()); err != nil {
-		f.Close()
+		l.close()
 		return fmt.Errorf("install journal log: %w", err)
 	}
 	if err := syncDir(j.opts.Dir); err != nil {
-		f.Close()
+		l.close()
 		return err
 	}
 	if j.wal != nil {
-		j.wal.Close()
+		j.wal.close()
 	}
-	// Frames still pending belong to the old log; the caller persisted
-	// what they describe.
-	j.wal, j.walSize, j.walDirty, j.pending = f, int64(len(buf)), false, j.pending[:0]
-	// Committed intents are not carried into the new log: they cover
-	// nothing any more.
-	clear(j.unsettled)
+	l.dirty = false
+	j.wal = l
 	return nil
 }
 
@@ -348,68 +336,17 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// Frames reach the log in one of two ways. A forced frame is written at
-// once, with every pending frame before it, in one write(2): intents and
-// the first record of a write session, which must survive a kill before
-// the operation they announce runs. A lazy frame waits in j.pending for
-// the next forced frame, the periodic sync or Sync: a commit record, an
-// abort or the end of a write session. Losing a lazy frame in a crash
-// loses no information, because recovery treats what it would have
-// resolved conservatively: an intent left open becomes a resync record
-// of its paths, a write session left open makes its file whole.
-const maxPending = 64 << 10
-
-// logLocked appends the frame that add writes into j.pending, and writes
-// the pending frames to the log if force is set or they have grown large.
-// j.mu must be held.
-func (j *Journal) logLocked(force bool, add func([]byte) ([]byte, error)) error {
+// appendLocked appends the frame that add encodes to the log. j.mu must
+// be held. On error nothing was appended.
+func (j *Journal) appendLocked(add func([]byte) ([]byte, error)) error {
 	if j.closed {
 		return ErrClosed
 	}
-	if j.err != nil {
-		return j.err
-	}
-	mark := len(j.pending)
 	var err error
-	if j.pending, err = add(j.pending); err != nil {
-		j.pending = j.pending[:mark]
+	if j.buf, err = add(j.buf[:0]); err != nil {
 		return err
 	}
-	if !force && len(j.pending) < maxPending {
-		return nil
-	}
-	if err := j.writePendingLocked(); err != nil {
-		if force {
-			j.pending = j.pending[:mark] // this operation fails; keep the rest
-		}
-		return err
-	}
-	return nil
-}
-
-// writePendingLocked writes the pending frames to the log. j.mu must be
-// held.
-func (j *Journal) writePendingLocked() error {
-	if len(j.pending) == 0 {
-		return nil
-	}
-	if _, err := j.wal.Write(j.pending); err != nil {
-		// A partial frame would hide every later frame from replay: cut it
-		// off, and fail only this operation (a full disk may be freed). If
-		// even that fails, the log cannot be trusted: every later
-		// mutation fails rather than going unrecorded.
-		werr := fmt.Errorf("write journal log: %w", err)
-		if terr := j.wal.Truncate(j.walSize); terr != nil {
-			j.err = errors.Join(werr, fmt.Errorf("cut partial frame: %w", terr))
-			return j.err
-		}
-		return werr
-	}
-	j.walSize += int64(len(j.pending))
-	j.walDirty = true
-	j.pending = j.pending[:0]
-	clear(j.unsettled)
-	return nil
+	return j.wal.append(j.buf)
 }
 
 func (j *Journal) signal() {
@@ -422,37 +359,12 @@ func (j *Journal) signal() {
 // Append assigns the next (epoch, seq) to r, makes it durable against a
 // process kill and queues it for badger. It returns the seq.
 func (j *Journal) Append(r *Record) (uint64, error) {
-	return j.commit(0, r, true)
+	return j.commit(0, r)
 }
 
-// AppendDeferred is Append without waiting for the log: use it only for a
-// record whose loss in a crash recovery makes up for, such as the record
-// that ends a write session (its file is then shipped whole).
-func (j *Journal) AppendDeferred(r *Record) (uint64, error) {
-	return j.commit(0, r, false)
-}
-
-// AppendCoveredBy is Append, deferred while intent id's commit has not
-// reached the log: until then a crash leaves that intent open, and
-// recovery resyncs its paths, which covers r. A file's first write right
-// after its create thus costs no write(2) of its own.
-func (j *Journal) AppendCoveredBy(id uint64, r *Record) (uint64, error) {
-	j.mu.Lock()
-	_, covered := j.unsettled[id]
-	j.mu.Unlock()
-	// The flag can only go from covered to not covered meanwhile (the
-	// pending frames were written), and then r is written in order after
-	// the commit that settled id: deferring r stays safe only while id is
-	// unsettled, so re-check under the lock.
-	return j.commitIf(0, r, func() bool {
-		_, still := j.unsettled[id]
-		return !(covered && still)
-	})
-}
-
-// Intent records, durably, that a metadata operation on paths is about to
-// run. Call Commit with its record after the operation succeeded, Abort
-// after it failed.
+// Intent records that a metadata operation on paths is about to run. Call
+// Commit with its record after the operation succeeded, Abort after it
+// failed.
 func (j *Journal) Intent(op Op, paths ...string) (uint64, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -461,7 +373,7 @@ func (j *Journal) Intent(op Op, paths ...string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("encode intent: %w", err)
 	}
-	err = j.logLocked(true, func(b []byte) ([]byte, error) { return appendFrame(b, kindIntent, js), nil })
+	err = j.appendLocked(func(b []byte) ([]byte, error) { return appendFrame(b, kindIntent, js), nil })
 	if err != nil {
 		return 0, err
 	}
@@ -470,17 +382,16 @@ func (j *Journal) Intent(op Op, paths ...string) (uint64, error) {
 	return in.ID, nil
 }
 
-// Commit appends r as the outcome of intent id. The durable intent covers
-// it until the record reaches the log.
+// Commit appends r as the outcome of intent id.
 func (j *Journal) Commit(id uint64, r *Record) (uint64, error) {
-	return j.commit(id, r, false)
+	return j.commit(id, r)
 }
 
 // Abort records that intent id's operation failed and changed nothing.
 func (j *Journal) Abort(id uint64) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	err := j.logLocked(false, func(b []byte) ([]byte, error) { return appendFrame(b, kindDone, u64(id)), nil })
+	err := j.appendLocked(func(b []byte) ([]byte, error) { return appendFrame(b, kindDone, u64(id)), nil })
 	if err != nil {
 		return err
 	}
@@ -488,13 +399,7 @@ func (j *Journal) Abort(id uint64) error {
 	return nil
 }
 
-func (j *Journal) commit(id uint64, r *Record, force bool) (uint64, error) {
-	return j.commitIf(id, r, func() bool { return force })
-}
-
-// commitIf appends r as the outcome of intent id (0: none), forcing it to
-// the log if force, evaluated under j.mu, says so.
-func (j *Journal) commitIf(id uint64, r *Record, force func() bool) (uint64, error) {
+func (j *Journal) commit(id uint64, r *Record) (uint64, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	r.Seq = j.seq + 1
@@ -503,14 +408,12 @@ func (j *Journal) commitIf(id uint64, r *Record, force func() bool) (uint64, err
 		r.Time = time.Now().UTC()
 	}
 	var js []byte
-	forced := force()
-	err := j.logLocked(forced, func(b []byte) ([]byte, error) {
-		start := len(b)
+	err := j.appendLocked(func(b []byte) ([]byte, error) {
 		b, err := encodeRecord(b, id, r)
 		if err == nil {
 			// The JSON follows the frame header, kind and intent id;
 			// badger stores the same bytes.
-			js = append([]byte(nil), b[start+frameHeader+1+8:]...)
+			js = append([]byte(nil), b[frameHeader+1+8:]...)
 		}
 		return b, err
 	})
@@ -519,9 +422,6 @@ func (j *Journal) commitIf(id uint64, r *Record, force func() bool) (uint64, err
 	}
 	j.seq = r.Seq
 	delete(j.intents, id)
-	if id != 0 && !forced && len(j.pending) > 0 {
-		j.unsettled[id] = struct{}{}
-	}
 	j.queue = append(j.queue, Entry{Record: r, enc: js})
 	j.signal()
 	return r.Seq, nil
@@ -532,7 +432,7 @@ func (j *Journal) commitIf(id uint64, r *Record, force func() bool) (uint64, err
 func (j *Journal) CloseSession(ino, openSeq uint64) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	err := j.logLocked(false, func(b []byte) ([]byte, error) {
+	err := j.appendLocked(func(b []byte) ([]byte, error) {
 		return appendFrame(b, kindClose, u64(ino), u64(openSeq)), nil
 	})
 	if err != nil {
@@ -574,27 +474,23 @@ func (j *Journal) SetEpoch(e uint64) error {
 // Sync makes every appended entry durable against power loss.
 func (j *Journal) Sync() error {
 	j.mu.Lock()
-	if j.wal != nil && !j.closed && j.err == nil {
-		if err := j.writePendingLocked(); err != nil {
-			j.mu.Unlock()
-			return err
-		}
-	}
-	f, dirty := j.wal, j.walDirty
-	j.walDirty = false
-	j.mu.Unlock()
-	if !dirty || f == nil {
+	l := j.wal
+	if l == nil || !l.dirty {
+		j.mu.Unlock()
 		return nil
 	}
-	if err := f.Sync(); err != nil {
+	l.dirty = false
+	j.mu.Unlock()
+	// fdatasync writes out the pages the mapping dirtied.
+	if err := l.f.Sync(); err != nil {
 		if errors.Is(err, os.ErrClosed) {
 			// A rotation replaced the log meanwhile; it synced badger
 			// and the new log before closing this one.
 			return nil
 		}
 		j.mu.Lock()
-		if j.wal == f {
-			j.walDirty = true // try again at the next sync
+		if j.wal == l {
+			l.dirty = true // try again at the next sync
 		}
 		j.mu.Unlock()
 		return fmt.Errorf("sync journal log: %w", err)
@@ -732,7 +628,7 @@ func (j *Journal) markPersisted(seq uint64) {
 
 func (j *Journal) maybeRotate() error {
 	j.mu.Lock()
-	big := j.walSize > j.opts.RotateBytes
+	big := j.wal.off > int(j.opts.RotateBytes)
 	j.mu.Unlock()
 	if !big {
 		return nil
@@ -828,7 +724,7 @@ func (j *Journal) Close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.wal != nil {
-		j.wal.Close()
+		j.wal.close()
 		j.wal = nil
 	}
 	return errors.Join(derr, serr)
