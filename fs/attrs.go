@@ -7,6 +7,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/georep/georep/journal"
 )
@@ -19,17 +20,17 @@ var _ = (gofs.NodeSetattrer)((*Node)(nil))
 // utimensat). A size change is journaled as truncate, the rest as one
 // setattr record carrying the values the backing fs ended up with.
 func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	release, errno := n.begin(ctx)
+	release, p, named, errno := n.beginPath(ctx, "")
 	if errno != 0 {
 		return errno
 	}
 	defer release()
-	p, errno := n.path()
-	if errno != 0 {
-		return errno
-	}
 	if wf, ok := f.(*file); ok {
 		f = wf.lf
+	} else if !named {
+		if of := n.anyFile(); of != nil {
+			f = of.lf // fchmod of a file no name reaches: only a descriptor can
+		}
 	}
 	size, sizeSet := in.GetSize()
 	if sizeSet {
@@ -40,7 +41,7 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 			return syscall.EIO
 		}
 	}
-	return n.journaled(journal.OpSetattr, []string{p}, func() (*journal.Record, syscall.Errno) {
+	return n.journaled(journal.OpSetattr, selfPaths(p, named), func() (*journal.Record, syscall.Errno) {
 		if errno := n.LoopbackNode.Setattr(ctx, f, in, out); errno != 0 {
 			return nil, errno
 		}
@@ -76,8 +77,11 @@ var _ = (gofs.NodeSetxattrer)((*Node)(nil))
 
 // Setxattr sets an extended attribute (journaled with its value).
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	return n.xattrOp(ctx, journal.OpSetxattr, attr, func(r *journal.Record) syscall.Errno {
+	return n.xattrOp(ctx, journal.OpSetxattr, attr, func(r *journal.Record, of *file) syscall.Errno {
 		r.Value, r.Flags = append([]byte{}, data...), flags
+		if of != nil {
+			return gofs.ToErrno(unix.Fsetxattr(of.fd(), attr, data, int(flags)))
+		}
 		return n.LoopbackNode.Setxattr(ctx, attr, data, flags)
 	})
 }
@@ -86,24 +90,29 @@ var _ = (gofs.NodeRemovexattrer)((*Node)(nil))
 
 // Removexattr removes an extended attribute.
 func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	return n.xattrOp(ctx, journal.OpRemovexattr, attr, func(*journal.Record) syscall.Errno {
+	return n.xattrOp(ctx, journal.OpRemovexattr, attr, func(_ *journal.Record, of *file) syscall.Errno {
+		if of != nil {
+			return gofs.ToErrno(unix.Fremovexattr(of.fd(), attr))
+		}
 		return n.LoopbackNode.Removexattr(ctx, attr)
 	})
 }
 
-func (n *Node) xattrOp(ctx context.Context, op journal.Op, attr string, run func(*journal.Record) syscall.Errno) syscall.Errno {
-	release, errno := n.begin(ctx)
+// xattrOp journals an xattr change made by run; run gets an open file to
+// go through when no name reaches the node.
+func (n *Node) xattrOp(ctx context.Context, op journal.Op, attr string, run func(*journal.Record, *file) syscall.Errno) syscall.Errno {
+	release, p, named, errno := n.beginPath(ctx, "")
 	if errno != 0 {
 		return errno
 	}
 	defer release()
-	p, errno := n.path()
-	if errno != 0 {
-		return errno
-	}
-	return n.journaled(op, []string{p}, func() (*journal.Record, syscall.Errno) {
+	return n.journaled(op, selfPaths(p, named), func() (*journal.Record, syscall.Errno) {
 		rec := &journal.Record{Op: op, Path: p, Ino: n.ino(), Xattr: attr}
-		return rec, run(rec)
+		var of *file
+		if !named {
+			of = n.anyFile()
+		}
+		return rec, run(rec, of)
 	})
 }
 

@@ -47,16 +47,11 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if n.hidden(name) {
 		return nil, nil, 0, syscall.EPERM
 	}
-	release, errno := n.begin(ctx)
+	release, p, _, errno := n.beginPath(ctx, name)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
 	defer release()
-	dir, errno := n.path()
-	if errno != 0 {
-		return nil, nil, 0, errno
-	}
-	p := join(dir, name)
 	errno = n.journaled(journal.OpCreate, []string{p}, func() (*journal.Record, syscall.Errno) {
 		ch, fh, fuseFlags, errno = n.LoopbackNode.Create(ctx, name, flags, mode, out)
 		if errno != 0 {
@@ -116,16 +111,11 @@ func (n *Node) newEntry(ctx context.Context, op journal.Op, name string, out *fu
 	if n.hidden(name) {
 		return syscall.EPERM
 	}
-	release, errno := n.begin(ctx)
+	release, p, _, errno := n.beginPath(ctx, name)
 	if errno != 0 {
 		return errno
 	}
 	defer release()
-	dir, errno := n.path()
-	if errno != 0 {
-		return errno
-	}
-	p := join(dir, name)
 	return n.journaled(op, []string{p}, func() (*journal.Record, syscall.Errno) {
 		if errno := run(); errno != 0 {
 			return nil, errno
@@ -234,16 +224,11 @@ func (n *Node) remove(ctx context.Context, op journal.Op, name string, run func(
 	if n.hidden(name) {
 		return syscall.ENOENT
 	}
-	release, errno := n.begin(ctx)
+	release, p, _, errno := n.beginPath(ctx, name)
 	if errno != 0 {
 		return errno
 	}
 	defer release()
-	dir, errno := n.path()
-	if errno != 0 {
-		return errno
-	}
-	p := join(dir, name)
 	var ino uint64
 	if ch := n.GetChild(name); ch != nil {
 		ino = ch.StableAttr().Ino

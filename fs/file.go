@@ -36,7 +36,30 @@ var (
 )
 
 func (n *Node) wrapFile(ch *gofs.Inode, fh gofs.FileHandle) gofs.FileHandle {
-	return &file{lf: fh.(*gofs.LoopbackFile), node: ch.Operations().(*Node)}
+	return ch.Operations().(*Node).newFile(fh)
+}
+
+// newFile wraps an open LoopbackFile of the node and registers it.
+func (n *Node) newFile(fh gofs.FileHandle) *file {
+	f := &file{lf: fh.(*gofs.LoopbackFile), node: n}
+	n.hmu.Lock()
+	if n.handles == nil {
+		n.handles = map[*file]struct{}{}
+	}
+	n.handles[f] = struct{}{}
+	n.hmu.Unlock()
+	return f
+}
+
+// anyFile returns one of the node's open files, for a call
+// that came without a file handle on a node no name reaches.
+func (n *Node) anyFile() *file {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	for f := range n.handles {
+		return f
+	}
+	return nil
 }
 
 var _ = (gofs.NodeOpener)((*Node)(nil))
@@ -54,17 +77,13 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		if errno != 0 {
 			return nil, 0, errno
 		}
-		return &file{lf: fh.(*gofs.LoopbackFile), node: n}, fl, 0
+		return n.newFile(fh), fl, 0
 	}
-	release, errno := n.begin(ctx)
+	release, p, named, errno := n.beginPath(ctx, "")
 	if errno != 0 {
 		return nil, 0, errno
 	}
 	defer release()
-	p, errno := n.path()
-	if errno != 0 {
-		return nil, 0, errno
-	}
 	n.wmu.Lock()
 	defer n.wmu.Unlock()
 	if err := n.closeSessionLocked(); err != nil {
@@ -73,7 +92,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	var fh gofs.FileHandle
 	var fl uint32
 	zero := uint64(0)
-	errno = n.journaled(journal.OpTruncate, []string{p}, func() (*journal.Record, syscall.Errno) {
+	errno = n.journaled(journal.OpTruncate, selfPaths(p, named), func() (*journal.Record, syscall.Errno) {
 		var errno syscall.Errno
 		fh, fl, errno = n.LoopbackNode.Open(ctx, flags)
 		return &journal.Record{Op: journal.OpTruncate, Path: p, Ino: n.ino(), Size: &zero}, errno
@@ -84,7 +103,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		}
 		return nil, 0, errno
 	}
-	return &file{lf: fh.(*gofs.LoopbackFile), node: n}, fl, 0
+	return n.newFile(fh), fl, 0
 }
 
 // Read reads from the backing file (spliced, no copy).
@@ -213,7 +232,18 @@ func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 }
 
 // Release closes the backing descriptor.
-func (f *file) Release(ctx context.Context) syscall.Errno { return f.lf.Release(ctx) }
+func (f *file) Release(ctx context.Context) syscall.Errno {
+	f.node.hmu.Lock()
+	delete(f.node.handles, f)
+	f.node.hmu.Unlock()
+	return f.lf.Release(ctx)
+}
+
+// fd is the backing descriptor (valid until Release).
+func (f *file) fd() int {
+	fd, _ := f.lf.PassthroughFd()
+	return fd
+}
 
 // Getattr stats the open file.
 func (f *file) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
@@ -242,21 +272,17 @@ func (f *file) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flag
 // zero range), so it is journaled as an operation of its own.
 func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
 	n := f.node
-	release, errno := n.begin(ctx)
+	release, p, named, errno := n.beginPath(ctx, "")
 	if errno != 0 {
 		return errno
 	}
 	defer release()
-	p, errno := n.path()
-	if errno != 0 {
-		return f.lf.Allocate(ctx, off, size, mode)
-	}
 	n.wmu.Lock()
 	defer n.wmu.Unlock()
 	if err := n.closeSessionLocked(); err != nil {
 		return syscall.EIO
 	}
-	return n.journaled(journal.OpFallocate, []string{p}, func() (*journal.Record, syscall.Errno) {
+	return n.journaled(journal.OpFallocate, selfPaths(p, named), func() (*journal.Record, syscall.Errno) {
 		rec := &journal.Record{Op: journal.OpFallocate, Path: p, Ino: n.ino(),
 			Ranges: []journal.Range{{int64(off), int64(size)}}, Flags: mode}
 		return rec, f.lf.Allocate(ctx, off, size, mode)

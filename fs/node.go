@@ -22,6 +22,12 @@ type Node struct {
 	// that was supposed to name it.
 	wmu  sync.Mutex
 	sess *session
+
+	// hmu guards handles, the node's open files: calls the kernel makes
+	// without a file handle (fchmod, fsetxattr) reach a file that no name
+	// reaches any more through one of them.
+	hmu     sync.Mutex
+	handles map[*file]struct{}
 }
 
 // session is an open write session: its first write was journaled with an
@@ -70,9 +76,36 @@ func (n *Node) begin(ctx context.Context) (func(), syscall.Errno) {
 	}, 0
 }
 
+// beginPath is begin, plus the volume path of child name of this node,
+// or of the node itself when name is "", which stays true until release.
+// named is false when no name reaches the node any more (a file unlinked
+// while open): it can still be changed through its descriptors, and there
+// is nothing to replicate.
+func (n *Node) beginPath(ctx context.Context, name string) (release func(), p string, named bool, errno syscall.Errno) {
+	if release, errno = n.begin(ctx); errno != 0 {
+		return nil, "", false, errno
+	}
+	if p, errno = n.path(); errno != 0 {
+		if name == "" {
+			return release, "", false, 0
+		}
+		release()
+		return nil, "", false, errno
+	}
+	if name != "" {
+		p = join(p, name)
+	}
+	return release, p, true, 0
+}
+
 // journaled runs fn bracketed by an intent on paths and its record. fn
 // returns the record to commit (nil: a plain record of op on paths[0]).
+// With no paths (a node no name reaches), fn runs unjournaled.
 func (n *Node) journaled(op journal.Op, paths []string, fn func() (*journal.Record, syscall.Errno)) syscall.Errno {
+	if len(paths) == 0 {
+		_, errno := fn()
+		return errno
+	}
 	id, errno := n.vol.intent(op, paths...)
 	if errno != 0 {
 		return errno
@@ -82,6 +115,15 @@ func (n *Node) journaled(op journal.Op, paths []string, fn func() (*journal.Reco
 		rec = &journal.Record{Op: op, Path: paths[0]}
 	}
 	return n.vol.done(id, errno, rec)
+}
+
+// selfPaths is the path list of an operation on the node itself: none
+// when no name reaches it.
+func selfPaths(p string, named bool) []string {
+	if !named {
+		return nil
+	}
+	return []string{p}
 }
 
 // attrRecord fills the replay fields of rec from the attributes the

@@ -260,3 +260,34 @@ func TestIoctlRefused(t *testing.T) {
 		t.Logf("FS_IOC_GETFLAGS: %v", err)
 	}
 }
+
+// TestUnlinkedOpenFile changes a file through its descriptor after its
+// last name is gone, as temporary files are used: every call works as on
+// the native filesystem, and nothing is journaled after the unlink (no
+// name reaches the file, there is nothing to replicate).
+func TestUnlinkedOpenFile(t *testing.T) {
+	tm := newTestMount(t)
+	f, err := os.OpenFile(tm.path("tmp"), os.O_CREATE|os.O_RDWR, 0o644)
+	must(t, err)
+	defer f.Close()
+	must(t, os.Remove(tm.path("tmp")))
+	since := tm.n.Journal.Seq()
+	_, err = f.WriteAt([]byte("scratch data"), 0)
+	must(t, err)
+	must(t, f.Truncate(4))
+	must(t, f.Chmod(0o600))
+	must(t, unix.Fsetxattr(int(f.Fd()), "user.k", []byte("v"), 0))
+	must(t, unix.Fallocate(int(f.Fd()), 0, 0, 8192))
+	buf := make([]byte, 4)
+	_, err = f.ReadAt(buf, 0)
+	must(t, err)
+	if string(buf) != "scra" {
+		t.Errorf("read back %q", buf)
+	}
+	if recs := tm.records(t, since); len(recs) != 0 {
+		for _, r := range recs {
+			t.Logf("%s", r.String())
+		}
+		t.Errorf("%d records for a file no name reaches", len(recs))
+	}
+}
