@@ -72,6 +72,10 @@ func New(ctx context.Context, o Options) (*Mount, error) {
 	if err := checkDir(mnt, "mount point"); err != nil {
 		return nil, err
 	}
+	// The mount table holds resolved paths.
+	if real, err := filepath.EvalSymlinks(mnt); err == nil {
+		mnt = real
+	}
 	if live, err := IsFuseMount(mnt); err != nil {
 		return nil, err
 	} else if live {
