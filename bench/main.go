@@ -586,23 +586,6 @@ func openFile(p string, flags int, mode uint32) (int, error) {
 	}
 }
 
-func writeFull(fd int, b []byte) error {
-	for len(b) > 0 {
-		n, err := unix.Write(fd, b)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return io.ErrShortWrite
-		}
-		b = b[n:]
-	}
-	return nil
-}
-
 func pwriteFull(fd int, b []byte, off int64) error {
 	for len(b) > 0 {
 		n, err := unix.Pwrite(fd, b, off)
@@ -648,7 +631,7 @@ func writeFile(ctx context.Context, p string, size int64, buf []byte) error {
 			closeFd(fd)
 			return err
 		}
-		if err := writeFull(fd, buf); err != nil {
+		if err := pwriteFull(fd, buf, done); err != nil {
 			closeFd(fd)
 			return fmt.Errorf("write %s: %w", p, err)
 		}
@@ -751,7 +734,7 @@ func smallFiles(ctx context.Context, dir string, sz sizes, settle func() error) 
 		if err != nil {
 			return err
 		}
-		if err := writeFull(fd, data); err != nil {
+		if err := pwriteFull(fd, data, 0); err != nil {
 			closeFd(fd)
 			return fmt.Errorf("write %s: %w", p, err)
 		}

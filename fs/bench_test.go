@@ -29,17 +29,7 @@ func BenchmarkCreateUnlink(b *testing.B) {
 // BenchmarkCreateUnlinkLoopback is the same loop on plain go-fuse
 // loopback with georep's mount options, for an A/B comparison.
 func BenchmarkCreateUnlinkLoopback(b *testing.B) {
-	requireFuse(b)
-	dir := b.TempDir()
-	back, mnt := dir+"/b", dir+"/m"
-	must2(b, os.Mkdir(back, 0o755))
-	must2(b, os.Mkdir(mnt, 0o755))
-	root, err := gofs.NewLoopbackRoot(back)
-	must2(b, err)
-	sec := time.Second
-	srv, err := gofs.Mount(mnt, root, &gofs.Options{EntryTimeout: &sec, AttrTimeout: &sec, MountOptions: MountOptions(back, false)})
-	must2(b, err)
-	defer srv.Unmount()
+	_, mnt := mountPlainLoopback(b)
 	data := make([]byte, 100)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -80,9 +70,16 @@ func BenchmarkUnlink(b *testing.B) {
 }
 
 func BenchmarkUnlinkLoopback(b *testing.B) {
+	back, mnt := mountPlainLoopback(b)
+	benchUnlink(b, back, mnt)
+}
+
+// mountPlainLoopback mounts go-fuse's plain loopback with georep's mount
+// options, for A/B comparisons; it is unmounted when the benchmark ends.
+func mountPlainLoopback(b *testing.B) (back, mnt string) {
 	requireFuse(b)
 	dir := b.TempDir()
-	back, mnt := dir+"/b", dir+"/m"
+	back, mnt = dir+"/b", dir+"/m"
 	must2(b, os.Mkdir(back, 0o755))
 	must2(b, os.Mkdir(mnt, 0o755))
 	root, err := gofs.NewLoopbackRoot(back)
@@ -90,6 +87,6 @@ func BenchmarkUnlinkLoopback(b *testing.B) {
 	sec := time.Second
 	srv, err := gofs.Mount(mnt, root, &gofs.Options{EntryTimeout: &sec, AttrTimeout: &sec, MountOptions: MountOptions(back, false)})
 	must2(b, err)
-	defer srv.Unmount()
-	benchUnlink(b, back, mnt)
+	b.Cleanup(func() { srv.Unmount() })
+	return back, mnt
 }
