@@ -90,3 +90,32 @@ func mountPlainLoopback(b *testing.B) (back, mnt string) {
 	b.Cleanup(func() { srv.Unmount() })
 	return back, mnt
 }
+
+// BenchmarkSeqWrite and BenchmarkSeqWriteLoopback write 256 MiB in 1 MiB
+// writes and fsync, per op.
+func BenchmarkSeqWrite(b *testing.B) {
+	benchSeqWrite(b, newTestMount(b).mnt)
+}
+
+func BenchmarkSeqWriteLoopback(b *testing.B) {
+	_, mnt := mountPlainLoopback(b)
+	benchSeqWrite(b, mnt)
+}
+
+func benchSeqWrite(b *testing.B, mnt string) {
+	buf := make([]byte, 1<<20)
+	b.SetBytes(256 << 20)
+	for i := 0; i < b.N; i++ {
+		p := fmt.Sprintf("%s/big%d", mnt, i)
+		f, err := os.Create(p)
+		must2(b, err)
+		for k := 0; k < 256; k++ {
+			if _, err := f.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+		must2(b, f.Sync())
+		must2(b, f.Close())
+		must2(b, os.Remove(p))
+	}
+}

@@ -136,6 +136,15 @@ func TestJournalEachOperation(t *testing.T) {
 		}, []want{{op: journal.OpTruncate, path: "base"}}},
 		{"write once", func(t *testing.T) { writeAt(t, p("base"), 100, []byte("hello")) },
 			[]want{{op: journal.OpWrite, path: "base", ranges: []journal.Range{{100, 5}}}}},
+		{"large write", func(t *testing.T) {
+			// The kernel sends it as 1 MiB requests (MaxWrite): one
+			// session, its ranges coalesced.
+			writeAt(t, p("big"), 0, make([]byte, 4<<20))
+		}, []want{
+			{op: journal.OpCreate, path: "big"},
+			{op: journal.OpWrite, path: "big", ranges: []journal.Range{{0, 1 << 20}}},
+			{op: journal.OpWrite, path: "big", ranges: []journal.Range{{1 << 20, 3 << 20}}},
+		}},
 		{"write coalesced", func(t *testing.T) {
 			f, err := os.OpenFile(p("base"), os.O_WRONLY, 0)
 			must(t, err)
