@@ -127,6 +127,18 @@ func TestBadInput(t *testing.T) {
 	t.Run("bad node name", func(t *testing.T) {
 		oneLineError(t, georep(t, "init", "--state", t.TempDir(), "--name", "a/b"), 1, "bad node name")
 	})
+	t.Run("peer add", func(t *testing.T) {
+		state, _, _ := nodeDirs(t, "a")
+		id := strings.Repeat("ab", 32)
+		mustGeorep(t, "peer", "add", "--state", state, "b", "127.0.0.1:7401", id)
+		if out := mustGeorep(t, "peer", "list", "--state", state, "--json"); !strings.Contains(out, id) {
+			t.Errorf("peer list: %s", out)
+		}
+		oneLineError(t, georep(t, "peer", "add", "--state", state, "b", "127.0.0.1:7402", strings.Repeat("cd", 32)), 1, "already trusted")
+		oneLineError(t, georep(t, "peer", "add", "--state", state, "c", "127.0.0.1:7402", "not-an-id"), 1, "bad node ID")
+		oneLineError(t, georep(t, "peer", "add", "--state", state, "c", "no-port", strings.Repeat("cd", 32)), 1, "bad peer address")
+		oneLineError(t, georep(t, "peer", "add", "--state", state, "c"), 2, "peer add takes")
+	})
 	t.Run("no daemon for status", func(t *testing.T) {
 		state, _, _ := nodeDirs(t, "a")
 		oneLineError(t, georep(t, "status", "--state", state), 1, "no georep daemon is running")

@@ -5,6 +5,7 @@
 // Layout of a state dir:
 //
 //	node.json      name, node ID, listen address
+//	peers.json     the peers this node trusts: name, address, node ID
 //	key.pem        private key (0600)
 //	cert.pem       self-signed certificate; the node ID is its SHA-256
 //	LOCK           flock(2)ed by the process that has the node open
@@ -52,8 +53,8 @@ var ErrNotInitialized = errors.New("state dir is not initialized (run georep ini
 
 // Init creates a node identity in dir.
 func Init(dir, name, listen string) (*Identity, error) {
-	if name == "" || strings.ContainsAny(name, "/\x00") || len(name) > 64 {
-		return nil, fmt.Errorf("bad node name %q: 1 to 64 characters, no '/'", name)
+	if err := validName(name); err != nil {
+		return nil, err
 	}
 	if id, err := Load(dir); err == nil {
 		return nil, fmt.Errorf("state dir %s already holds node %q (%s)", dir, id.Name, id.ID)
@@ -103,6 +104,13 @@ func Init(dir, name, listen string) (*Identity, error) {
 		return nil, err
 	}
 	return id, nil
+}
+
+func validName(name string) error {
+	if name == "" || strings.ContainsAny(name, "/\x00") || len(name) > 64 {
+		return fmt.Errorf("bad node name %q: 1 to 64 characters, no '/'", name)
+	}
+	return nil
 }
 
 // Fingerprint is the node ID of a certificate: hex SHA-256 of its DER.

@@ -50,11 +50,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 			daemonCommand(),
 			journalCommand(),
 			statusCommand(),
+			peerCommand(),
 		},
 	}
-	for _, c := range app.Commands {
-		c.OnUsageError = app.OnUsageError
+	var setUsage func([]*cli.Command)
+	setUsage = func(cs []*cli.Command) {
+		for _, c := range cs {
+			c.OnUsageError = app.OnUsageError
+			setUsage(c.Subcommands)
+		}
 	}
+	setUsage(app.Commands)
 	err := app.Run(args)
 	if err == nil {
 		return exitOK
