@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/georep
 DEMO    ?= /tmp/georep-demo
 PKGS    := fuse3 attr rsync fio
-FUZZTIME ?= 10s
+FUZZTIME ?= 5s
 
 .PHONY: all deps build test test-unit test-integration fuzz bench run stop clean
 
@@ -33,8 +33,10 @@ test: deps
 	$(GO) test -count=1 -timeout 20m ./integration/...
 	$(MAKE) fuzz
 
+# every decoder of untrusted bytes has a fuzz target; each runs briefly.
 fuzz:
 	$(GO) test ./journal -run '^$$' -fuzz '^FuzzDecodeWAL$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./sync -run '^$$' -fuzz '^FuzzCheckPath$$' -fuzztime $(FUZZTIME)
 
 # bench measures the mount against native and plain go-fuse loopback and
 # writes BENCHMARKS.md.
