@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -254,22 +255,8 @@ func TestSecondaryIsReadOnly(t *testing.T) {
 		"chmod":  func() error { return os.Chmod(filepath.Join(mount, "f"), 0o600) },
 		"rename": func() error { return os.Rename(filepath.Join(mount, "f"), filepath.Join(mount, "h")) },
 	} {
-		if err := op(); !errorIs(err, syscall.EROFS) {
+		if err := op(); !errors.Is(err, syscall.EROFS) {
 			t.Errorf("%s on a secondary: %v, want EROFS", name, err)
 		}
 	}
-}
-
-func errorIs(err error, target syscall.Errno) bool {
-	for err != nil {
-		if e, ok := err.(syscall.Errno); ok {
-			return e == target
-		}
-		u, ok := err.(interface{ Unwrap() error })
-		if !ok {
-			return false
-		}
-		err = u.Unwrap()
-	}
-	return false
 }

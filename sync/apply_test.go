@@ -2,6 +2,7 @@ package sync
 
 import (
 	"bytes"
+	"errors"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -238,19 +239,5 @@ func TestReplayJournalConverges(t *testing.T) {
 // isHarmlessRedo: replaying a record over the end state can meet an entry
 // that a later record changed (a fifo's create over a file, say).
 func isHarmlessRedo(err error) bool {
-	return err != nil && (strings.Contains(err.Error(), "another file type") || errorsIs(err, syscall.ENOENT) || errorsIs(err, syscall.ENOTEMPTY))
-}
-
-func errorsIs(err error, e syscall.Errno) bool {
-	for err != nil {
-		if x, ok := err.(syscall.Errno); ok {
-			return x == e
-		}
-		u, ok := err.(interface{ Unwrap() error })
-		if !ok {
-			return false
-		}
-		err = u.Unwrap()
-	}
-	return false
+	return err != nil && (strings.Contains(err.Error(), "another file type") || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTEMPTY))
 }
