@@ -2,9 +2,9 @@ package sync
 
 import (
 	"bytes"
-	"errors"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
