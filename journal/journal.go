@@ -3,7 +3,8 @@
 // Every mutation that passes through the mount becomes a Record with an
 // (epoch, seq) pair; seq grows by one per record and never repeats. A record
 // is durable against SIGKILL of the daemon when Append returns: it has been
-// written to the write-ahead log (see wal.go) with one write(2). A background
+// copied into the write-ahead log, a file mapped into memory, so it is in
+// the kernel's page cache (see wal.go and logfile.go). A background
 // flusher moves records into badger/v4, where they are kept in seq order for
 // readers, and hands each one to a Persister (the index) inside the same
 // badger transaction, so the index is always exactly the fold of the
@@ -85,7 +86,6 @@ type Journal struct {
 	intents    map[uint64]walIntent
 	queue      []Entry
 	closed     bool
-	rotating   bool // persist runs with mu held (guarded by persistMu)
 
 	persistMu sync.Mutex // serialises persisting (flusher, rotation)
 	persisted uint64
@@ -241,9 +241,11 @@ func (j *Journal) replay() ([]recovered, error) {
 			batch = append(batch, Entry{Closed: e.ino, OpenSeq: e.openSeq})
 		}
 	}
-	if _, err := j.persist(batch); err != nil {
+	_, last, err := j.persist(batch)
+	if err != nil {
 		return nil, fmt.Errorf("replay journal log: %w", err)
 	}
+	j.advanceLocked(last) // nothing runs concurrently yet
 	// startWAL replaces the old log before the resync records are
 	// appended: the unfinished intents are carried into the new log and
 	// the last resync of each commits it, so a crash in between resyncs
@@ -559,22 +561,23 @@ func (j *Journal) drain() error {
 	if len(q) == 0 {
 		return nil
 	}
-	if n, err := j.persist(q); err != nil {
+	n, last, err := j.persist(q)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.advanceLocked(last)
+	if err != nil {
 		// Requeue only what is not in badger: the Persister must not
 		// fold an entry twice.
-		j.mu.Lock()
 		j.queue = append(q[n:], j.queue...)
-		j.mu.Unlock()
-		return err
 	}
-	return nil
+	return err
 }
 
-// persist writes entries to badger in transactions of bounded size and
-// advances the persisted mark. It returns how many entries of q it
-// persisted, all of them unless err is set.
-func (j *Journal) persist(q []Entry) (int, error) {
-	done := 0
+// persist writes entries to badger in transactions of bounded size. It
+// returns how many entries of q it persisted (all of them unless err is
+// set) and the seq of the last record among them; the caller advances the
+// persisted mark under j.mu.
+func (j *Journal) persist(q []Entry) (done int, lastSeq uint64, err error) {
 	for len(q) > 0 {
 		n := min(len(q), 512)
 		chunk := q[:n]
@@ -604,26 +607,24 @@ func (j *Journal) persist(q []Entry) (int, error) {
 			return nil
 		})
 		if err != nil {
-			return done, fmt.Errorf("persist %d journal entries: %w", n, err)
+			return done, lastSeq, fmt.Errorf("persist %d journal entries: %w", n, err)
 		}
 		if last > 0 {
-			j.markPersisted(last)
+			lastSeq = last
 		}
 		q = q[n:]
 		done += n
 	}
-	return done, nil
+	return done, lastSeq, nil
 }
 
-// markPersisted advances the persisted mark. Rotation calls persist with
-// j.mu held and sets rotating so this does not lock again.
-func (j *Journal) markPersisted(seq uint64) {
-	if !j.rotating {
-		j.mu.Lock()
-		defer j.mu.Unlock()
+// advanceLocked moves the persisted mark to seq (0: nothing persisted) and
+// wakes Flush. j.mu must be held.
+func (j *Journal) advanceLocked(seq uint64) {
+	if seq > j.persisted {
+		j.persisted = seq
+		j.cond.Broadcast()
 	}
-	j.persisted = seq
-	j.cond.Broadcast()
 }
 
 func (j *Journal) maybeRotate() error {
@@ -639,10 +640,9 @@ func (j *Journal) maybeRotate() error {
 	defer j.persistMu.Unlock()
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.rotating = true
-	defer func() { j.rotating = false }()
-	n, err := j.persist(j.queue)
+	n, last, err := j.persist(j.queue)
 	j.queue = j.queue[n:]
+	j.advanceLocked(last)
 	if err == nil {
 		err = j.opts.DB.Sync()
 	}

@@ -9,9 +9,9 @@ import (
 )
 
 // The write-ahead log is the journal's durability rule against SIGKILL:
-// an entry is handed to the kernel with one write(2) before the mutation
-// it describes is acknowledged, so it survives the death of the daemon
-// (it reaches the disk itself at the next periodic or fsync-driven
+// an entry is copied into the kernel's page cache (logfile.go) before the
+// mutation it describes is acknowledged, so it survives the death of the
+// daemon (it reaches the disk itself at the next periodic or fsync-driven
 // fdatasync). Entries are drained into badger in the background; the log
 // is replayed at start-up and rotated once badger holds everything.
 //
