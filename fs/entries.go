@@ -255,8 +255,8 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		return syscall.EPERM
 	}
 	moved, dest := n.GetChild(name), np.GetChild(newName)
-	treeBound := (moved != nil && moved.IsDir() && moved.Children() != nil && len(moved.Children()) > 0) ||
-		(flags&unix.RENAME_EXCHANGE != 0 && dest != nil && dest.IsDir() && len(dest.Children()) > 0)
+	hasKnownChildren := func(in *gofs.Inode) bool { return in != nil && in.IsDir() && len(in.Children()) > 0 }
+	treeBound := hasKnownChildren(moved) || (flags&unix.RENAME_EXCHANGE != 0 && hasKnownChildren(dest))
 	if errno := n.vol.gate.enter(ctx); errno != 0 {
 		return errno
 	}

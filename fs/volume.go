@@ -52,9 +52,6 @@ type Volume struct {
 	open   map[*Node]struct{} // nodes with an open write session
 }
 
-// RecordJournal is the journal the volume records into.
-func (v *Volume) Journal() *journal.Journal { return v.j }
-
 // SetReadOnly switches the mount between writable and read-only: in
 // read-only mode every mutating call fails with EROFS.
 func (v *Volume) SetReadOnly(ro bool) { v.gate.setReadOnly(ro) }

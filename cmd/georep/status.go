@@ -60,7 +60,7 @@ func statusCommand() *cli.Command {
 				return enc.Encode(st)
 			}
 			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "node\t%s (%s)\n", st.Node, st.ID[:16])
+			fmt.Fprintf(tw, "node\t%s (%s)\n", st.Node, st.ID)
 			fmt.Fprintf(tw, "role\t%s\nepoch\t%d\nseq\t%d\nmount\t%s\nbacking\t%s\n", st.Role, st.Epoch, st.Seq, st.Mount, st.Backing)
 			fmt.Fprintf(tw, "peers\t%d\nfailback\t%s\n", len(st.Peers), st.Failback.State)
 			return tw.Flush()
