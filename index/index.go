@@ -36,6 +36,12 @@ type FileState struct {
 	// OpenSeq is the seq of the record that opened the file's current write
 	// session, 0 when no session is open.
 	OpenSeq uint64 `json:"open_seq,omitempty"`
+	// Handle is the file's handle (journal.EncodeHandle), from the record
+	// that opened its last write session.
+	Handle []byte `json:"handle,omitempty"`
+	// Seq is the last record that changed this state; Trim forgets the
+	// state once every secondary has that record.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // Negative is a deleted name.
@@ -78,7 +84,7 @@ func (x *Index) Apply(txn *badger.Txn, e journal.Entry) error {
 		err = txn.Delete(negKey(r.Path))
 	case journal.OpLink:
 		if err = txn.Delete(negKey(r.NewPath)); err == nil {
-			err = x.addPath(txn, r.Ino, r.NewPath)
+			err = x.addPath(txn, r.Ino, r.NewPath, r.Seq)
 		}
 	case journal.OpWrite, journal.OpFallocate:
 		err = x.write(txn, r)
@@ -150,6 +156,10 @@ func (x *Index) write(txn *badger.Txn, r *journal.Record) error {
 		st = &FileState{Ino: r.Ino}
 	}
 	st.Dirty = journal.MergeRanges(st.Dirty, r.Ranges)
+	st.Seq = r.Seq
+	if r.Handle != nil {
+		st.Handle = r.Handle
+	}
 	if r.Whole {
 		st.Whole, st.OpenSeq = true, 0
 	}
@@ -176,6 +186,7 @@ func (x *Index) truncate(txn *badger.Txn, r *journal.Record) error {
 		return err
 	}
 	st.Dirty = journal.ClipRanges(st.Dirty, int64(*r.Size))
+	st.Seq = r.Seq
 	return x.put(txn, st)
 }
 
@@ -188,7 +199,7 @@ func (x *Index) closeSession(txn *badger.Txn, ino, openSeq uint64) error {
 	return x.put(txn, st)
 }
 
-func (x *Index) addPath(txn *badger.Txn, ino uint64, p string) error {
+func (x *Index) addPath(txn *badger.Txn, ino uint64, p string, seq uint64) error {
 	st, err := x.get(txn, ino)
 	if err != nil || st == nil {
 		return err
@@ -196,6 +207,7 @@ func (x *Index) addPath(txn *badger.Txn, ino uint64, p string) error {
 	if !slices.Contains(st.Paths, p) {
 		st.Paths = append(st.Paths, p)
 	}
+	st.Seq = seq
 	if err := txn.Set(pathKey(p), binary.BigEndian.AppendUint64(nil, ino)); err != nil {
 		return err
 	}
@@ -251,7 +263,7 @@ func (x *Index) under(txn *badger.Txn, p string) ([]string, error) {
 }
 
 // movePaths rewrites the dirty paths below from (inclusive) to live below to.
-func (x *Index) movePaths(txn *badger.Txn, moves map[string]string) error {
+func (x *Index) movePaths(txn *badger.Txn, moves map[string]string, seq uint64) error {
 	type mv struct {
 		ino      uint64
 		from, to string
@@ -294,6 +306,7 @@ func (x *Index) movePaths(txn *badger.Txn, moves map[string]string) error {
 				st.Paths[i] = to
 			}
 		}
+		st.Seq = seq
 		if err := x.put(txn, st); err != nil {
 			return err
 		}
@@ -325,7 +338,7 @@ func (x *Index) rename(txn *badger.Txn, r *journal.Record) error {
 		for _, q := range dst {
 			moves[q] = rebase(q, to, from)
 		}
-		return x.movePaths(txn, moves)
+		return x.movePaths(txn, moves, r.Seq)
 	}
 	// The target, if it existed, is replaced: it is gone under that name.
 	for _, q := range dst {
@@ -333,7 +346,7 @@ func (x *Index) rename(txn *badger.Txn, r *journal.Record) error {
 			return err
 		}
 	}
-	if err := x.movePaths(txn, moves); err != nil {
+	if err := x.movePaths(txn, moves, r.Seq); err != nil {
 		return err
 	}
 	if err := txn.Delete(negKey(to)); err != nil {
@@ -373,7 +386,7 @@ func (x *Index) OpenSessions(txn *badger.Txn) ([]journal.Record, error) {
 			// Every name of the file: any of them may be the one the
 			// lost writes were made through.
 			for _, p := range st.Paths {
-				out = append(out, journal.Record{Op: journal.OpWrite, Path: p, Ino: st.Ino, Whole: true})
+				out = append(out, journal.Record{Op: journal.OpWrite, Path: p, Ino: st.Ino, Whole: true, Handle: st.Handle})
 			}
 		}
 		return true
@@ -403,6 +416,62 @@ func (x *Index) Dirty() ([]FileState, error) {
 		return x.each(txn, func(st *FileState) bool { out = append(out, *st); return true })
 	})
 	return out, err
+}
+
+// File returns the state of the dirty file ino, or nil.
+func (x *Index) File(ino uint64) (*FileState, error) {
+	var st *FileState
+	err := x.db.View(func(txn *badger.Txn) error {
+		var err error
+		st, err = x.get(txn, ino)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read file state %d: %w", ino, err)
+	}
+	return st, nil
+}
+
+// Trim lists the keys of state that no record after upTo needs: files no
+// longer in a write session and last changed at or before upTo (with
+// their path entries), and negative entries as old. It is the journal's
+// Trimmer.
+func (x *Index) Trim(txn *badger.Txn, upTo uint64) ([][]byte, error) {
+	var keys [][]byte
+	var inner error
+	err := x.each(txn, func(st *FileState) bool {
+		if st.OpenSeq != 0 || st.Seq > upTo {
+			return true
+		}
+		keys = append(keys, fileKey(st.Ino))
+		for _, p := range st.Paths {
+			// A path entry another file has taken over since stays.
+			ino, err := x.inoAt(txn, p)
+			if err != nil {
+				inner = err
+				return false
+			}
+			if ino == st.Ino {
+				keys = append(keys, pathKey(p))
+			}
+		}
+		return true
+	})
+	if err = errors.Join(err, inner); err != nil {
+		return nil, err
+	}
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixNeg, PrefetchValues: true})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		var neg Negative
+		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &neg) }); err != nil {
+			return nil, fmt.Errorf("decode negative entry %q: %w", it.Item().Key(), err)
+		}
+		if neg.Seq <= upTo {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+	}
+	return keys, nil
 }
 
 // Deleted returns the negative entry of p, if any.

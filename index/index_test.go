@@ -695,3 +695,36 @@ func TestApplyIsDeterministic(t *testing.T) {
 		}
 	}
 }
+
+func TestTrimForgetsStateOnlyOnceAcknowledged(t *testing.T) {
+	f := newFixture(t)
+	f.write(1, "a", 0, 10)         // seq 1
+	f.op(journal.OpUnlink, "gone") // seq 2
+	s3 := f.write(2, "b", 0, 10)   // seq 3
+	f.rename("a", "c", 0)          // seq 4: file 1 now at c, changed at 4
+	trim := func(upTo uint64) [][]byte {
+		t.Helper()
+		var keys [][]byte
+		if err := f.db.View(func(txn *badger.Txn) error {
+			var err error
+			keys, err = f.x.Trim(txn, upTo)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return keys
+	}
+	has := func(keys [][]byte, want []byte) bool {
+		return slices.ContainsFunc(keys, func(k []byte) bool { return string(k) == string(want) })
+	}
+	keys := trim(s3)
+	if !has(keys, fileKey(2)) || !has(keys, pathKey("b")) || !has(keys, negKey("gone")) {
+		t.Fatalf("trim to %d misses state it no longer needs: %q", s3, keys)
+	}
+	if has(keys, fileKey(1)) || has(keys, pathKey("c")) {
+		t.Fatalf("trim to %d drops file 1, changed at seq 4: %q", s3, keys)
+	}
+	if keys := trim(4); !has(keys, fileKey(1)) || !has(keys, pathKey("c")) {
+		t.Fatalf("trim to 4 keeps file 1: %q", keys)
+	}
+}

@@ -53,6 +53,10 @@ type Persister func(txn *badger.Txn, e Entry) error
 // write sessions; each gets a whole-file write record.
 type Recoverer func(txn *badger.Txn) ([]Record, error)
 
+// Trimmer lists the keys of derived state that only records with seq ≤
+// upTo need, for Trim to delete with them.
+type Trimmer func(txn *badger.Txn, upTo uint64) ([][]byte, error)
+
 // Options configure a Journal.
 type Options struct {
 	// Dir holds the write-ahead log.
@@ -62,6 +66,7 @@ type Options struct {
 	DB           *badger.DB
 	Persist      Persister
 	OpenSessions Recoverer
+	Trim         Trimmer
 	// SyncInterval is how often the log is fdatasync'd (default 100ms).
 	SyncInterval time.Duration
 	// BatchDelay is how long the flusher lets records accumulate before
@@ -86,9 +91,13 @@ type Journal struct {
 	intents    map[uint64]walIntent
 	queue      []Entry
 	closed     bool
+	// appended is closed when a record is appended, for Wait; nil when
+	// nobody waits.
+	appended chan struct{}
 
-	persistMu sync.Mutex // serialises persisting (flusher, rotation)
+	persistMu sync.Mutex // serialises persisting (flusher, rotation, trim)
 	persisted uint64
+	trimmed   uint64     // records with seq ≤ trimmed are deleted
 	cond      *sync.Cond // on mu: persisted moved
 
 	kick   chan struct{}
@@ -101,6 +110,7 @@ var (
 	keyRecordPrefix = []byte("j/")
 	keySeq          = []byte("jm/seq")
 	keyEpoch        = []byte("jm/epoch")
+	keyTrimmed      = []byte("jm/trimmed")
 )
 
 func recordKey(seq uint64) []byte {
@@ -177,6 +187,9 @@ func (j *Journal) loadMeta() error {
 		}
 		if j.epoch == 0 {
 			j.epoch = 1
+		}
+		if j.trimmed, err = getU64(txn, keyTrimmed); err != nil {
+			return fmt.Errorf("read journal trim mark: %w", err)
 		}
 		j.persisted = j.seq
 		return nil
@@ -426,7 +439,37 @@ func (j *Journal) commit(id uint64, r *Record) (uint64, error) {
 	delete(j.intents, id)
 	j.queue = append(j.queue, Entry{Record: r, enc: js})
 	j.signal()
+	if j.appended != nil {
+		close(j.appended)
+		j.appended = nil
+	}
 	return r.Seq, nil
+}
+
+// Wait blocks until a record with seq > after has been appended, or ctx
+// ends.
+func (j *Journal) Wait(ctx context.Context, after uint64) error {
+	for {
+		j.mu.Lock()
+		if j.seq > after {
+			j.mu.Unlock()
+			return nil
+		}
+		if j.closed {
+			j.mu.Unlock()
+			return ErrClosed
+		}
+		if j.appended == nil {
+			j.appended = make(chan struct{})
+		}
+		ch := j.appended
+		j.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // CloseSession records that the write session opened by record openSeq on
@@ -705,6 +748,69 @@ func (j *Journal) Since(ctx context.Context, after uint64, fn func(*Record) bool
 	})
 }
 
+// Trimmed returns the seq up to which records have been deleted: the
+// journal holds every record after it.
+func (j *Journal) Trimmed() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.trimmed
+}
+
+// Trim deletes the records with seq ≤ upTo (no further than what is
+// persisted), with the derived state the Trimmer names. The sync engine
+// calls it with the lowest seq every secondary has acknowledged.
+func (j *Journal) Trim(ctx context.Context, upTo uint64) error {
+	// Holding persistMu keeps the flusher from folding new entries into
+	// state the Trimmer is deciding to delete.
+	j.persistMu.Lock()
+	defer j.persistMu.Unlock()
+	j.mu.Lock()
+	upTo = min(upTo, j.persisted)
+	from := j.trimmed
+	j.mu.Unlock()
+	if upTo <= from {
+		return nil
+	}
+	var derived [][]byte
+	if j.opts.Trim != nil {
+		err := j.opts.DB.View(func(txn *badger.Txn) error {
+			var err error
+			derived, err = j.opts.Trim(txn, upTo)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("trim journal to seq %d: %w", upTo, err)
+		}
+	}
+	wb := j.opts.DB.NewWriteBatch()
+	defer wb.Cancel()
+	for s := from + 1; s <= upTo; s++ {
+		if s%65536 == 0 {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("trim journal to seq %d: %w", upTo, err)
+			}
+		}
+		if err := wb.Delete(recordKey(s)); err != nil {
+			return fmt.Errorf("trim journal record %d: %w", s, err)
+		}
+	}
+	for _, k := range derived {
+		if err := wb.Delete(k); err != nil {
+			return fmt.Errorf("trim journal to seq %d: %w", upTo, err)
+		}
+	}
+	if err := wb.Set(keyTrimmed, binary.BigEndian.AppendUint64(nil, upTo)); err != nil {
+		return fmt.Errorf("trim journal to seq %d: %w", upTo, err)
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("trim journal to seq %d: %w", upTo, err)
+	}
+	j.mu.Lock()
+	j.trimmed = upTo
+	j.mu.Unlock()
+	return nil
+}
+
 // Close stops the flusher after persisting everything, and syncs the log.
 func (j *Journal) Close() error {
 	j.mu.Lock()
@@ -718,6 +824,10 @@ func (j *Journal) Close() error {
 	j.mu.Lock()
 	j.closed = true
 	j.cond.Broadcast()
+	if j.appended != nil {
+		close(j.appended)
+		j.appended = nil
+	}
 	j.mu.Unlock()
 	close(j.stop)
 	j.done.Wait()

@@ -860,3 +860,73 @@ func TestRotationKeepsOpenIntents(t *testing.T) {
 		t.Fatalf("resyncs %v, want [p q]", got)
 	}
 }
+
+func TestJournalWait(t *testing.T) {
+	e := newEnv(t)
+	j := e.open()
+	defer j.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := j.Wait(ctx, 0); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait on an empty journal: %v, want deadline exceeded", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- j.Wait(context.Background(), 0) }()
+	time.Sleep(10 * time.Millisecond)
+	mustAppend(t, j, &Record{Op: OpMkdir, Path: "d"})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not return after an append")
+	}
+	if err := j.Wait(context.Background(), 0); err != nil {
+		t.Fatalf("Wait for a seq already there: %v", err)
+	}
+}
+
+func TestJournalTrim(t *testing.T) {
+	e := newEnv(t)
+	o := e.options()
+	var trimmedUpTo []uint64
+	o.Trim = func(_ *badger.Txn, upTo uint64) ([][]byte, error) {
+		trimmedUpTo = append(trimmedUpTo, upTo)
+		return nil, nil
+	}
+	j := e.openWith(o)
+	for i := 0; i < 10; i++ {
+		mustAppend(t, j, &Record{Op: OpMkdir, Path: "d"})
+	}
+	flush(t, j)
+	if err := j.Trim(context.Background(), 4); err != nil {
+		t.Fatal(err)
+	}
+	if j.Trimmed() != 4 || !slices.Equal(trimmedUpTo, []uint64{4}) {
+		t.Fatalf("trimmed %d, trimmer calls %v", j.Trimmed(), trimmedUpTo)
+	}
+	recs := since(t, j, 0)
+	checkSeqs(t, recs, 5)
+	if len(recs) != 6 {
+		t.Fatalf("%d records after trim, want 6", len(recs))
+	}
+	// Trimming backwards or past the persisted mark goes no further.
+	if err := j.Trim(context.Background(), 2); err != nil || j.Trimmed() != 4 {
+		t.Fatalf("trim backwards: %v, trimmed %d", err, j.Trimmed())
+	}
+	if err := j.Trim(context.Background(), 1000); err != nil || j.Trimmed() != 10 {
+		t.Fatalf("trim past the end: %v, trimmed %d", err, j.Trimmed())
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j = e.openWith(o)
+	defer j.Close()
+	if j.Trimmed() != 10 || j.Seq() != 10 {
+		t.Fatalf("after reopen: trimmed %d seq %d", j.Trimmed(), j.Seq())
+	}
+	if recs := since(t, j, 0); len(recs) != 0 {
+		t.Fatalf("%d records survive a full trim", len(recs))
+	}
+}

@@ -212,6 +212,7 @@ func Open(dir string, log *slog.Logger) (*Node, error) {
 		DB:           n.DB,
 		Persist:      n.Index.Apply,
 		OpenSessions: n.Index.OpenSessions,
+		Trim:         n.Index.Trim,
 		Logger:       log,
 	})
 	if err != nil {
