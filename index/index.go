@@ -36,9 +36,6 @@ type FileState struct {
 	// OpenSeq is the seq of the record that opened the file's current write
 	// session, 0 when no session is open.
 	OpenSeq uint64 `json:"open_seq,omitempty"`
-	// Handle is the file's handle (journal.EncodeHandle), from the record
-	// that opened its last write session.
-	Handle []byte `json:"handle,omitempty"`
 	// Seq is the last record that changed this state; Trim forgets the
 	// state once every secondary has that record.
 	Seq uint64 `json:"seq,omitempty"`
@@ -157,9 +154,6 @@ func (x *Index) write(txn *badger.Txn, r *journal.Record) error {
 	}
 	st.Dirty = journal.MergeRanges(st.Dirty, r.Ranges)
 	st.Seq = r.Seq
-	if r.Handle != nil {
-		st.Handle = r.Handle
-	}
 	if r.Whole {
 		st.Whole, st.OpenSeq = true, 0
 	}
@@ -386,7 +380,7 @@ func (x *Index) OpenSessions(txn *badger.Txn) ([]journal.Record, error) {
 			// Every name of the file: any of them may be the one the
 			// lost writes were made through.
 			for _, p := range st.Paths {
-				out = append(out, journal.Record{Op: journal.OpWrite, Path: p, Ino: st.Ino, Whole: true, Handle: st.Handle})
+				out = append(out, journal.Record{Op: journal.OpWrite, Path: p, Ino: st.Ino, Whole: true})
 			}
 		}
 		return true

@@ -58,11 +58,6 @@ type Record struct {
 	// Whole says the journal cannot vouch for which ranges changed: the
 	// whole file must be shipped.
 	Whole bool `json:"whole,omitempty"`
-	// Handle is the file's handle (name_to_handle_at(2), see EncodeHandle),
-	// on the record that opens a write session: the shipper reopens the
-	// file by it, whatever its names have become since. It is local to the
-	// node and never shipped.
-	Handle []byte `json:"handle,omitempty"`
 
 	Mode   *uint32    `json:"mode,omitempty"`
 	UID    *uint32    `json:"uid,omitempty"`
