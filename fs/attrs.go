@@ -73,6 +73,22 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	})
 }
 
+var _ = (gofs.NodeGetxattrer)((*Node)(nil))
+
+// Getxattr reads an extended attribute.
+func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	defer n.vol.reading()()
+	return n.LoopbackNode.Getxattr(ctx, attr, dest)
+}
+
+var _ = (gofs.NodeListxattrer)((*Node)(nil))
+
+// Listxattr lists the extended attributes' names.
+func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	defer n.vol.reading()()
+	return n.LoopbackNode.Listxattr(ctx, dest)
+}
+
 var _ = (gofs.NodeSetxattrer)((*Node)(nil))
 
 // Setxattr sets an extended attribute (journaled with its value).

@@ -24,7 +24,24 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if n.hidden(name) {
 		return nil, syscall.ENOENT
 	}
+	defer n.vol.reading()()
 	return n.LoopbackNode.Lookup(ctx, name, out)
+}
+
+var _ = (gofs.NodeGetattrer)((*Node)(nil))
+
+// Getattr stats the node (through the open file f when there is one).
+func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	defer n.vol.reading()()
+	return n.LoopbackNode.Getattr(ctx, f, out)
+}
+
+var _ = (gofs.NodeReadlinker)((*Node)(nil))
+
+// Readlink reads a symbolic link's target.
+func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	defer n.vol.reading()()
+	return n.LoopbackNode.Readlink(ctx)
 }
 
 var _ = (gofs.NodeOpendirHandler)((*Node)(nil))
@@ -32,7 +49,9 @@ var _ = (gofs.NodeOpendirHandler)((*Node)(nil))
 // OpendirHandle opens a directory stream; at the root the stream skips
 // georep's own dir.
 func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	release := n.vol.reading()
 	fh, fl, errno := n.LoopbackNode.OpendirHandle(ctx, flags)
+	release()
 	if errno != 0 || !n.isRoot() {
 		return fh, fl, errno
 	}

@@ -73,9 +73,16 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		return nil, 0, syscall.EROFS
 	}
 	if flags&syscall.O_TRUNC == 0 {
+		release := n.vol.reading()
 		fh, fl, errno := n.LoopbackNode.Open(ctx, flags)
+		release()
 		if errno != 0 {
 			return nil, 0, errno
+		}
+		if n.vol.ReadOnly() {
+			// Every read of a secondary's file passes the read gate,
+			// never the page cache: no batch is seen half applied.
+			fl |= fuse.FOPEN_DIRECT_IO
 		}
 		return n.newFile(fh), fl, 0
 	}
@@ -106,9 +113,19 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	return n.newFile(fh), fl, 0
 }
 
-// Read reads from the backing file (spliced, no copy).
+// Read reads from the backing file: spliced, with no copy, on a writable
+// mount; copied into buf under the read gate on a read-only one (a
+// splice would read after the gate is released).
 func (f *file) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	return f.lf.Read(ctx, buf, off)
+	if !f.node.vol.ReadOnly() {
+		return f.lf.Read(ctx, buf, off)
+	}
+	defer f.node.vol.reading()()
+	n, err := syscall.Pread(f.fd(), buf, off)
+	if err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	return fuse.ReadResultData(buf[:n]), 0
 }
 
 // Write writes data at off. The first write of a clean file journals an

@@ -28,6 +28,10 @@ type Options struct {
 	Journal    *journal.Journal
 	// ReadOnly starts the mount in read-only mode (a secondary).
 	ReadOnly bool
+	// BlockReads starts the mount with its read gate held: reads wait
+	// until Volume.UnblockReads (a secondary that must finish applying a
+	// batch interrupted by a crash first).
+	BlockReads bool
 	// CacheTimeout is the kernel's entry and attribute cache time. Only the
 	// mount changes the backing dir on a primary, so caching is safe there.
 	CacheTimeout time.Duration
@@ -99,7 +103,10 @@ func New(ctx context.Context, o Options) (*Mount, error) {
 	}
 	v := &Volume{j: o.Journal, log: o.Logger.With("component", "fs"), open: map[*Node]struct{}{}, asRoot: os.Getuid() == 0}
 	v.gate.init()
-	v.gate.ro = o.ReadOnly
+	v.gate.setReadOnly(o.ReadOnly)
+	if o.BlockReads {
+		v.BlockReads()
+	}
 	lroot := &gofs.LoopbackRoot{Path: rootPath, Dev: uint64(st.Dev)}
 	rootNode := &Node{LoopbackNode: &gofs.LoopbackNode{RootData: lroot}, vol: v}
 	lroot.RootNode = rootNode
@@ -219,6 +226,10 @@ func unescapeMount(s string) string {
 // BackingPath is the path through which the daemon reaches the backing
 // dir (valid while the mount lives).
 func (m *Mount) BackingPath() string { return fmt.Sprintf("/proc/self/fd/%d", m.backing.Fd()) }
+
+// BackingFD is the descriptor of the backing dir, valid until Close; the
+// receiver of a secondary applies beneath it.
+func (m *Mount) BackingFD() int { return int(m.backing.Fd()) }
 
 // Mountpoint is the absolute mount point.
 func (m *Mount) Mountpoint() string { return m.mountpoint }

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -38,6 +39,8 @@ type Volume struct {
 	root *gofs.Inode
 
 	gate gate
+	// reads is the read gate of a secondary (see replica.go).
+	reads sync.RWMutex
 
 	// asRoot: the daemon runs as root and gives new entries to their
 	// creators (os.Getuid is a system call; ask once).
@@ -144,6 +147,7 @@ type gate struct {
 	mu       sync.Mutex
 	cond     *sync.Cond
 	ro       bool
+	roFlag   atomic.Bool // ro, for lock-free reads
 	frozen   bool
 	inflight int
 }
@@ -188,14 +192,11 @@ func (g *gate) leave() {
 func (g *gate) setReadOnly(ro bool) {
 	g.mu.Lock()
 	g.ro = ro
+	g.roFlag.Store(ro)
 	g.mu.Unlock()
 }
 
-func (g *gate) readOnly() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.ro
-}
+func (g *gate) readOnly() bool { return g.roFlag.Load() }
 
 func (g *gate) freeze(ctx context.Context) error {
 	g.mu.Lock()
