@@ -28,10 +28,6 @@ type Options struct {
 	Journal    *journal.Journal
 	// ReadOnly starts the mount in read-only mode (a secondary).
 	ReadOnly bool
-	// BlockReads starts the mount with its read gate held: reads wait
-	// until Volume.UnblockReads (a secondary that must finish applying a
-	// batch interrupted by a crash first).
-	BlockReads bool
 	// CacheTimeout is the kernel's entry and attribute cache time. Only the
 	// mount changes the backing dir on a primary, so caching is safe there.
 	CacheTimeout time.Duration
@@ -104,9 +100,6 @@ func New(ctx context.Context, o Options) (*Mount, error) {
 	v := &Volume{j: o.Journal, log: o.Logger.With("component", "fs"), open: map[*Node]struct{}{}, asRoot: os.Getuid() == 0}
 	v.gate.init()
 	v.gate.setReadOnly(o.ReadOnly)
-	if o.BlockReads {
-		v.BlockReads()
-	}
 	lroot := &gofs.LoopbackRoot{Path: rootPath, Dev: uint64(st.Dev)}
 	rootNode := &Node{LoopbackNode: &gofs.LoopbackNode{RootData: lroot}, vol: v}
 	lroot.RootNode = rootNode

@@ -70,7 +70,12 @@ func newControlClient(stateDir string) *controlClient {
 
 // get fetches path from the daemon. The caller closes the body.
 func (c *controlClient) get(ctx context.Context, path string) (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://georep"+path, nil)
+	return c.do(ctx, http.MethodGet, path)
+}
+
+// do sends a request without a body. The caller closes the reply's body.
+func (c *controlClient) do(ctx context.Context, method, path string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://georep"+path, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +102,12 @@ func (c *controlClient) get(ctx context.Context, path string) (io.ReadCloser, er
 
 // getJSON fetches path and decodes it into out.
 func (c *controlClient) getJSON(ctx context.Context, path string, out any) error {
-	body, err := c.get(ctx, path)
+	return c.doJSON(ctx, http.MethodGet, path, out)
+}
+
+// doJSON sends a request and decodes the reply into out.
+func (c *controlClient) doJSON(ctx context.Context, method, path string, out any) error {
+	body, err := c.do(ctx, method, path)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/georep/georep/fs"
 	"github.com/georep/georep/node"
+	gsync "github.com/georep/georep/sync"
 )
 
 func daemonCommand() *cli.Command {
@@ -31,6 +32,10 @@ func daemonCommand() *cli.Command {
 			&cli.StringFlag{Name: "backing", Usage: "the directory that holds the volume's files"},
 			&cli.StringFlag{Name: "mount", Usage: "where applications see the volume (may equal --backing)"},
 			&cli.BoolFlag{Name: "primary", Usage: "accept writes from applications"},
+			&cli.StringFlag{Name: "listen", Usage: "HOST:PORT peers connect to (default: the address given at init)"},
+			&cli.StringFlag{Name: "schedule", Usage: "replicate on a cron schedule (e.g. \"0 * * * *\") instead of continuously"},
+			&cli.StringFlag{Name: "pre-sync-hook", Usage: "command run before each scheduled or requested sync (primary)"},
+			&cli.StringFlag{Name: "post-apply-hook", Usage: "command run after each applied batch (secondary)"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request"},
@@ -87,13 +92,29 @@ func runDaemon(c *cli.Context) error {
 	}
 	defer n.Close()
 	primary := c.Bool("primary")
+	cert, err := gsync.LoadCertificate(dir)
+	if err != nil {
+		return err
+	}
+	listen := c.String("listen")
+	if listen == "" {
+		listen = n.Identity.Listen
+	}
 	m, err := fs.New(ctx, fs.Options{
 		Backing:    backing,
 		Mountpoint: mount,
 		Journal:    n.Journal,
 		ReadOnly:   !primary,
 		BeforeMount: func(root string) error {
-			return n.ClaimBacking(root, fs.HiddenDir)
+			if err := n.ClaimBacking(root, fs.HiddenDir); err != nil {
+				return err
+			}
+			if primary {
+				return nil
+			}
+			// A batch a stop interrupted is finished before anyone
+			// can read the replica.
+			return gsync.RecoverStaged(ctx, root, n.DB, dir, log)
 		},
 		Logger: log,
 		Debug:  c.Bool("debug-fuse"),
@@ -110,16 +131,84 @@ func runDaemon(c *cli.Context) error {
 	if primary {
 		role = "primary"
 	}
+	hk := newHooks(dir, c.String("pre-sync-hook"), c.String("post-apply-hook"),
+		[]string{"GEOREP_MOUNT=" + m.Mountpoint(), "GEOREP_BACKING=" + backing, "GEOREP_STATE=" + dir, "GEOREP_ROLE=" + role})
+	cfg := gsync.Config{
+		Self: n.Identity, Cert: cert, StateDir: dir, DB: n.DB, Journal: n.Journal, Index: n.Index,
+		Root: m.BackingFD(), Primary: primary, Listen: listen, Schedule: c.String("schedule"), Logger: log,
+	}
+	if primary {
+		cfg.Source = m.Volume
+	} else {
+		cfg.Sink = m.Volume
+	}
+	if hk.preSync != "" {
+		cfg.PreSync = func(ctx context.Context) error { return hk.run(ctx, "pre-sync", hk.preSync) }
+	}
+	if hk.postApply != "" {
+		cfg.PostApply = func() {
+			if err := hk.run(ctx, "post-apply", hk.postApply); err != nil {
+				log.Warn("post-apply hook failed", "err", err)
+			}
+		}
+	}
+	eng, err := gsync.New(cfg)
+	if err != nil {
+		return err
+	}
+	engDone := make(chan error, 1)
+	go func() { engDone <- eng.Run(ctx) }()
+	mode := "continuous"
+	if s := c.String("schedule"); s != "" {
+		mode = "schedule " + s
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, Status{
+		st := Status{
 			Node: n.Identity.Name, ID: n.Identity.ID, Role: role,
 			Epoch: n.Journal.Epoch(), Seq: n.Journal.Seq(),
-			Mount: m.Mountpoint(), Backing: backing, PID: os.Getpid(),
-			Peers: []PeerStatus{}, Failback: FailbackStatus{State: "none"},
-		})
+			Mount: m.Mountpoint(), Backing: backing, PID: os.Getpid(), Volume: eng.Volume(), Mode: mode,
+			Peers: []PeerStatus{}, Hooks: hk.status(), Failback: FailbackStatus{State: "none"},
+		}
+		if rc := eng.Receiver(); rc != nil {
+			rs, tree := rc.State()
+			st.Seq = rs.Cursor
+			st.Epoch = max(st.Epoch, rs.Epoch)
+			st.Replica = &ReplicaStatus{CursorEpoch: rs.CursorEpoch, Cursor: rs.Cursor, Applied: rfc3339(rs.Applied),
+				Full: rs.Full, Repair: len(rs.Repair)}
+			if tree.Running {
+				st.Replica.FullSync = &tree
+			}
+		}
+		for _, p := range eng.Peers(r.Context()) {
+			ps := PeerStatus{Name: p.Name, Addr: p.Addr, State: p.State, StateSince: rfc3339(p.StateSince),
+				AckedSeq: p.AckedSeq, LastSynced: rfc3339(p.LastSynced), LagSeconds: p.LagSeconds,
+				PendingEntries: p.PendingEntries, PendingBytes: p.PendingBytes, BytesShipped: p.BytesShipped, Error: p.Error}
+			if p.Tree.Running {
+				tree := p.Tree
+				ps.FullSync = &tree
+			}
+			st.Peers = append(st.Peers, ps)
+		}
+		writeJSON(w, http.StatusOK, st)
 	})
 	mux.HandleFunc("GET /v1/journal", serveJournal(n.Journal))
+	mux.HandleFunc("POST /v1/sync", func(w http.ResponseWriter, r *http.Request) {
+		target, err := eng.Sync(r.Context())
+		if err != nil {
+			writeError(w, http.StatusConflict, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]uint64{"target": target})
+	})
+	mux.HandleFunc("GET /v1/verify", func(w http.ResponseWriter, r *http.Request) {
+		diffs, err := eng.Verify(r.Context(), r.URL.Query().Get("peer"))
+		if err != nil {
+			writeError(w, http.StatusConflict, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, diffs)
+	})
 	stopControl, err := serveControl(ctx, dir, mux, log)
 	if err != nil {
 		return err
@@ -136,7 +225,14 @@ func runDaemon(c *cli.Context) error {
 		log.Info("stopping: unmounting", "mount", m.Mountpoint())
 	case <-gone:
 		return fmt.Errorf("the mount at %s went away (unmounted from outside?)", m.Mountpoint())
+	case err := <-engDone:
+		if err != nil {
+			return err
+		}
+		return nil
 	}
+	stop()
+	<-engDone
 	return nil
 }
 

@@ -6,6 +6,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -51,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			journalCommand(),
 			statusCommand(),
 			peerCommand(),
+			syncCommand(),
+			verifyCommand(),
 		},
 	}
 	var setUsage func([]*cli.Command)
@@ -98,4 +101,11 @@ func need(c *cli.Context, name string) (string, error) {
 		return "", usagef("--%s is required (see georep %s --help)", name, c.Command.Name)
 	}
 	return v, nil
+}
+
+// writeOut writes v as indented JSON.
+func writeOut(c *cli.Context, v any) error {
+	enc := json.NewEncoder(c.App.Writer)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

@@ -1,0 +1,666 @@
+package sync
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	gosync "sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/georep/georep/journal"
+	"github.com/georep/georep/node"
+)
+
+// Source is what the shipper needs from the primary's mount (fs.Volume).
+type Source interface {
+	// Cut ends open write sessions, so the journal names every range
+	// written so far.
+	Cut() error
+	// Quiesce runs fn with mutations held off and sessions cut.
+	Quiesce(ctx context.Context, fn func() error) error
+}
+
+// Peer states shown by status.
+const (
+	StateDisconnected = "disconnected"
+	StateConnected    = "connected"
+	StateFullSync     = "full-sync"
+	StateSyncing      = "syncing"
+	StateInSync       = "in-sync"
+)
+
+// maxBatchRecords bounds the records of one batch.
+const maxBatchRecords = 4096
+
+// shipper replicates to one secondary: it keeps a connection up, brings
+// the peer to the journal's head and keeps it there.
+type shipper struct {
+	e    *Engine
+	peer node.Peer
+	log  *slog.Logger
+	kick chan struct{}
+
+	mu         gosync.Mutex
+	state      string
+	acked      uint64
+	lastSynced time.Time
+	lastErr    string
+	since      time.Time // when the peer was last connected or lost
+	tree       TreeProgress
+	// shipped counts bytes of file data sent.
+	shipped int64
+}
+
+// peerRecord is what the primary persists per peer: sp/<node id>.
+type peerRecord struct {
+	Acked      uint64    `json:"acked"`
+	LastSynced time.Time `json:"last_synced"`
+}
+
+func (s *shipper) setState(st string) {
+	s.mu.Lock()
+	if s.state != st {
+		s.since = time.Now()
+	}
+	s.state = st
+	s.mu.Unlock()
+}
+
+// run keeps a replication session with the peer until ctx ends.
+func (s *shipper) run(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := s.session(ctx)
+		s.setState(StateDisconnected)
+		if ctx.Err() != nil {
+			return
+		}
+		s.mu.Lock()
+		s.lastErr = oneLine(err)
+		s.mu.Unlock()
+		s.log.Warn("replication session ended", "err", err)
+		if time.Since(start) > 10*time.Second {
+			backoff = 100 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		case <-s.kick:
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// dial connects to the peer over mutually authenticated TLS.
+func (s *shipper) dial(ctx context.Context) (*Conn, error) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", s.peer.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", s.peer.Addr, err)
+	}
+	tc := tls.Client(raw, ClientConfig(s.e.cfg.Cert, s.peer.ID))
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("TLS handshake with %s: %w", s.peer.Addr, err)
+	}
+	return NewConn(tc, idleTimeout), nil
+}
+
+// idleTimeout ends a connection on which nothing moved for that long;
+// pings keep an idle session well inside it.
+const (
+	idleTimeout  = 60 * time.Second
+	pingInterval = 15 * time.Second
+)
+
+func (s *shipper) session(ctx context.Context) error {
+	c, err := s.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	j := s.e.cfg.Journal
+	if err := c.Send(THello, &Hello{Proto: Proto, Purpose: PurposeReplicate, Node: s.e.cfg.Self.Name,
+		Volume: s.e.volume, Epoch: j.Epoch(), Seq: j.Seq()}); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return err
+	}
+	var w Welcome
+	if err := c.Expect(TWelcome, &w); err != nil {
+		return fmt.Errorf("hello: %w", err)
+	}
+	if w.Volume != "" && w.Volume != s.e.volume {
+		return fmt.Errorf("peer %s holds volume %s, this primary serves %s", s.peer.Name, w.Volume, s.e.volume)
+	}
+	if w.Epoch > j.Epoch() {
+		return fmt.Errorf("peer %s is at epoch %d, newer than this node's %d", s.peer.Name, w.Epoch, j.Epoch())
+	}
+	s.setState(StateConnected)
+	s.log.Info("connected", "cursor", w.Cursor, "full", w.Full)
+	cursor := w.Cursor
+	switch {
+	case w.Full:
+		s.log.Info("full tree sync: the replica is new or was not left consistent")
+	case cursor < j.Trimmed():
+		s.log.Info("full tree sync: the journal no longer holds the records after the replica's cursor", "cursor", cursor, "trimmed", j.Trimmed())
+		w.Full = true
+	case cursor > j.Seq():
+		s.log.Info("full tree sync: the replica is ahead of this journal", "cursor", cursor, "seq", j.Seq())
+		w.Full = true
+	}
+	if w.Full {
+		if cursor, err = s.fullSync(ctx, c); err != nil {
+			return err
+		}
+	} else {
+		s.acknowledged(cursor, time.Time{})
+		if len(w.Repair) > 0 {
+			if err := s.treeSync(ctx, c, w.Repair, cursor, true); err != nil {
+				return err
+			}
+		}
+	}
+	for {
+		target, err := s.waitWork(ctx, c, cursor)
+		if err != nil {
+			return err
+		}
+		for cursor < target {
+			s.setState(StateSyncing)
+			if cursor, err = s.shipBatch(ctx, c, cursor); err != nil {
+				return err
+			}
+		}
+		s.setState(StateInSync)
+	}
+}
+
+// waitWork waits until there is something to ship past cursor (in
+// continuous mode, new records; in scheduled mode, a kick), pinging the
+// idle connection, and returns the seq to ship up to.
+func (s *shipper) waitWork(ctx context.Context, c *Conn, cursor uint64) (uint64, error) {
+	j := s.e.cfg.Journal
+	for {
+		if s.e.continuous() && j.Seq() > cursor {
+			time.Sleep(coalesce) // let a burst of changes form one batch
+			return j.Seq(), nil
+		}
+		wctx, cancel := context.WithTimeout(ctx, pingInterval)
+		var newRecords <-chan struct{}
+		if s.e.continuous() {
+			ch := make(chan struct{})
+			go func() {
+				if j.Wait(wctx, cursor) == nil {
+					close(ch)
+				}
+			}()
+			newRecords = ch
+		}
+		select {
+		case <-ctx.Done():
+			cancel()
+			return 0, ctx.Err()
+		case <-s.kick:
+			cancel()
+			if err := s.e.cfg.Source.Cut(); err != nil {
+				return 0, err
+			}
+			if j.Seq() > cursor {
+				return j.Seq(), nil
+			}
+		case <-newRecords:
+			cancel()
+		case <-wctx.Done():
+			cancel()
+			if err := c.Send(TPing, struct{}{}); err != nil {
+				return 0, err
+			}
+			if err := c.Flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+}
+
+// coalesce is how long the shipper lets changes gather before a batch.
+const coalesce = 20 * time.Millisecond
+
+// acknowledged records the peer's new cursor.
+func (s *shipper) acknowledged(seq uint64, synced time.Time) {
+	s.mu.Lock()
+	s.acked = seq
+	if !synced.IsZero() {
+		s.lastSynced = synced
+	}
+	rec := peerRecord{Acked: s.acked, LastSynced: s.lastSynced}
+	s.lastErr = ""
+	s.mu.Unlock()
+	if err := s.e.savePeer(s.peer.ID, rec); err != nil {
+		s.log.Error("persist peer cursor", "err", err)
+	}
+	s.e.trim()
+}
+
+// batchPlan is what a batch ships for one file: its data goes right after
+// the last write record of the file in the batch.
+type batchPlan struct {
+	last   int
+	ranges []journal.Range
+	whole  bool
+}
+
+// shipBatch ships the records after cursor (up to maxBatchRecords) with
+// the data they need, waits for the acknowledgement, compares the paths
+// the replica could not apply, and returns the new cursor.
+func (s *shipper) shipBatch(ctx context.Context, c *Conn, cursor uint64) (uint64, error) {
+	j := s.e.cfg.Journal
+	if err := s.e.cfg.Source.Cut(); err != nil {
+		return cursor, err
+	}
+	cut := time.Now()
+	if err := j.Flush(ctx); err != nil {
+		return cursor, err
+	}
+	var recs []*journal.Record
+	err := j.Since(ctx, cursor, func(r *journal.Record) bool {
+		recs = append(recs, r)
+		return len(recs) < maxBatchRecords
+	})
+	if err != nil {
+		return cursor, err
+	}
+	if len(recs) == 0 {
+		return max(cursor, j.Seq()), nil
+	}
+	last := recs[len(recs)-1].Seq
+	repair := map[string]bool{}
+	plans := map[uint64]*batchPlan{}
+	out := recs[:0]
+	for _, r := range recs {
+		switch {
+		case r.Op == journal.OpResync:
+			// The journal cannot vouch for this path: compare it.
+			repair[r.Path] = true
+			continue
+		case r.Op == journal.OpFallocate && r.Flags&^uint32(fallocKeepSize|fallocPunchHole|fallocZeroRange) != 0:
+			// Collapse and insert shift data: ship the file whole.
+			r = &journal.Record{Seq: r.Seq, Epoch: r.Epoch, Time: r.Time, Op: journal.OpWrite, Path: r.Path, Ino: r.Ino, Whole: true}
+		}
+		if r.Op == journal.OpWrite && r.Ino != 0 {
+			p := plans[r.Ino]
+			if p == nil {
+				p = &batchPlan{}
+				plans[r.Ino] = p
+			}
+			p.last = len(out)
+			p.ranges = journal.MergeRanges(p.ranges, r.Ranges)
+			p.whole = p.whole || r.Whole
+		}
+		out = append(out, r)
+	}
+	if err := c.Send(TBatch, &BatchBegin{First: recs[0].Seq, Last: last, Epoch: j.Epoch()}); err != nil {
+		return cursor, err
+	}
+	fix := newFixups()
+	for i, r := range out {
+		if err := c.Send(TRecord, wireRecord(r)); err != nil {
+			return cursor, err
+		}
+		fix.add(r)
+		if p := plans[r.Ino]; r.Op == journal.OpWrite && p != nil && p.last == i {
+			if err := s.sendFileData(c, r, p, repair); err != nil {
+				return cursor, err
+			}
+		}
+	}
+	if err := c.Send(TBatchEnd, &BatchEnd{Seq: last, Fixups: fix.list(s.e.cfg.Root)}); err != nil {
+		return cursor, err
+	}
+	if err := c.Flush(); err != nil {
+		return cursor, err
+	}
+	var ack Ack
+	if err := c.Expect(TAck, &ack); err != nil {
+		return cursor, fmt.Errorf("batch %d..%d: %w", recs[0].Seq, last, err)
+	}
+	if ack.Error != "" {
+		return cursor, fmt.Errorf("batch %d..%d: peer could not apply it: %s", recs[0].Seq, last, ack.Error)
+	}
+	if ack.Seq != last {
+		return cursor, fmt.Errorf("batch %d..%d: peer acknowledged seq %d", recs[0].Seq, last, ack.Seq)
+	}
+	s.log.Debug("batch shipped", "first", recs[0].Seq, "last", last, "records", len(out), "files", len(plans))
+	s.acknowledged(last, cut)
+	for _, p := range ack.Repair {
+		repair[p] = true
+	}
+	if len(repair) > 0 {
+		paths := slices.Sorted(func(yield func(string) bool) {
+			for p := range repair {
+				if !yield(p) {
+					return
+				}
+			}
+		})
+		s.log.Info("comparing paths the batch could not vouch for", "paths", len(paths))
+		if err := s.treeSync(ctx, c, paths, last, true); err != nil {
+			return cursor, err
+		}
+	}
+	return last, nil
+}
+
+// sendFileData sends the data of the file the write record r names: the
+// ranges of plan p as they are now, read from the file whatever its name
+// has become (the index keeps its paths).
+func (s *shipper) sendFileData(c *Conn, r *journal.Record, p *batchPlan, repair map[string]bool) error {
+	if err := c.Send(TFile, &FileHeader{Path: r.Path, Whole: p.whole}); err != nil {
+		return err
+	}
+	fd := s.openFile(r.Ino, r.Path)
+	if fd < 0 {
+		// Gone since (a later record removes it) or replaced: compare.
+		repair[r.Path] = true
+		return c.Send(TFileEnd, &FileEnd{Missing: true})
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("stat inode %d: %w", r.Ino, err)
+	}
+	ranges := p.ranges
+	if p.whole {
+		ranges = []journal.Range{{0, st.Size}}
+	}
+	buf := make([]byte, dataChunk)
+	for _, rg := range ranges {
+		off, end := rg[0], min(rg.End(), st.Size)
+		for off < end {
+			data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+			if err != nil || data >= end {
+				data = end
+			}
+			if data > off {
+				if err := c.SendRange(THole, off, data-off); err != nil {
+					return err
+				}
+				off = data
+				continue
+			}
+			hole, err := unix.Seek(fd, off, unix.SEEK_HOLE)
+			if err != nil || hole > end {
+				hole = end
+			}
+			for off < hole {
+				n, err := unix.Pread(fd, buf[:min(int64(len(buf)), hole-off)], off)
+				if err != nil {
+					return fmt.Errorf("read inode %d: %w", r.Ino, err)
+				}
+				if n == 0 {
+					hole, end = off, off // shrank meanwhile
+					break
+				}
+				if err := c.SendData(off, buf[:n]); err != nil {
+					return err
+				}
+				s.mu.Lock()
+				s.shipped += int64(n)
+				s.mu.Unlock()
+				off += int64(n)
+			}
+		}
+	}
+	return c.Send(TFileEnd, &FileEnd{Size: st.Size, Mtime: mtimeNs(&st)})
+}
+
+// openFile opens the regular file with inode ino for reading, by the
+// paths the index knows for it, or -1.
+func (s *shipper) openFile(ino uint64, hint string) int {
+	paths := []string{hint}
+	if st, err := s.e.cfg.Index.File(ino); err == nil && st != nil {
+		paths = append(st.Paths, hint)
+	}
+	for _, p := range paths {
+		fd, err := OpenBeneath(s.e.cfg.Root, p, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil && st.Ino == ino && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			return fd
+		}
+		unix.Close(fd)
+	}
+	return -1
+}
+
+// fixups collects the paths a batch touched (and their parent
+// directories), following the batch's renames, so the batch can end by
+// giving them the primary's mtimes.
+type fixups struct{ paths map[string]bool }
+
+func newFixups() *fixups { return &fixups{paths: map[string]bool{}} }
+
+func parentOf(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return ""
+}
+
+func (f *fixups) add(r *journal.Record) {
+	if r.Op == journal.OpRename {
+		moved := map[string]string{}
+		for p := range f.paths {
+			switch {
+			case within(p, r.Path) && r.Path != "":
+				moved[p] = r.NewPath + strings.TrimPrefix(p, r.Path)
+			case r.Flags&renameExchange != 0 && within(p, r.NewPath) && r.NewPath != "":
+				moved[p] = r.Path + strings.TrimPrefix(p, r.NewPath)
+			}
+		}
+		for from := range moved {
+			delete(f.paths, from)
+		}
+		for _, to := range moved {
+			f.paths[to] = true
+		}
+	}
+	for _, p := range r.Paths() {
+		f.paths[p] = true
+		f.paths[parentOf(p)] = true
+	}
+}
+
+// list gives each collected path that exists on the primary its mtime.
+func (f *fixups) list(root int) []Fixup {
+	var out []Fixup
+	for p := range f.paths {
+		if p == HiddenDir || strings.HasPrefix(p, HiddenDir+"/") {
+			continue
+		}
+		var st unix.Stat_t
+		var err error
+		if p == "" {
+			err = unix.Fstat(root, &st)
+		} else {
+			var dir int
+			var name string
+			if dir, name, err = OpenParent(root, p); err == nil {
+				err = unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+				unix.Close(dir)
+			}
+		}
+		if err == nil {
+			out = append(out, Fixup{Path: p, Mtime: mtimeNs(&st)})
+		}
+	}
+	slices.SortFunc(out, func(a, b Fixup) int { return strings.Compare(a.Path, b.Path) })
+	return out
+}
+
+// treeSync compares the trees at paths and ships what differs; with
+// final, the replica's cursor becomes seq when it is done.
+func (s *shipper) treeSync(ctx context.Context, c *Conn, paths []string, seq uint64, final bool) error {
+	s.mu.Lock()
+	s.tree = TreeProgress{Running: true}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.tree.Running = false
+		s.mu.Unlock()
+	}()
+	t := &treeSender{root: s.e.cfg.Root, c: c, stats: &TreeProgress{}}
+	stop := s.publishTree(t.stats)
+	defer stop()
+	if err := c.Send(TTree, &TreeBegin{Seq: seq, Epoch: s.e.cfg.Journal.Epoch()}); err != nil {
+		return err
+	}
+	for _, p := range normalizeRoots(paths) {
+		if err := t.syncRoot(ctx, p); err != nil {
+			return fmt.Errorf("tree sync of %q: %w", p, err)
+		}
+	}
+	if err := c.Send(TTreeEnd, &TreeEnd{Seq: seq, Final: final}); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return err
+	}
+	var ack Ack
+	if err := c.Expect(TAck, &ack); err != nil {
+		return fmt.Errorf("tree sync: %w", err)
+	}
+	if ack.Error != "" {
+		return fmt.Errorf("tree sync: peer: %s", ack.Error)
+	}
+	return nil
+}
+
+// publishTree copies the sender's progress into the shipper's status
+// every so often until stopped (the sender's counters are its own).
+func (s *shipper) publishTree(p *TreeProgress) func() {
+	done := make(chan struct{})
+	var wg gosync.WaitGroup
+	wg.Add(1)
+	pub := func() {
+		s.mu.Lock()
+		s.tree.Dirs, s.tree.Files, s.tree.Bytes = p.Dirs, p.Files, p.Bytes
+		s.mu.Unlock()
+	}
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				pub()
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait(); pub() }
+}
+
+// fullSync brings a new or diverged replica to a copy of the primary: a
+// first walk of the whole tree while applications keep writing, then
+// walks of only what changed meanwhile, and a last one with mutations
+// held off so the copy matches one instant, whose seq becomes the cursor.
+func (s *shipper) fullSync(ctx context.Context, c *Conn) (uint64, error) {
+	s.setState(StateFullSync)
+	j := s.e.cfg.Journal
+	begin := time.Now()
+	start, err := s.cutSeq(ctx)
+	if err != nil {
+		return 0, err
+	}
+	roots := []string{""}
+	const rounds = 3
+	for round := 1; ; round++ {
+		if round > 1 && (round >= rounds || len(roots) == 0) {
+			var end uint64
+			err := s.e.cfg.Source.Quiesce(ctx, func() error {
+				end = j.Seq()
+				if err := j.Flush(ctx); err != nil {
+					return err
+				}
+				more, err := s.touched(ctx, start, end)
+				if err != nil {
+					return err
+				}
+				roots = append(roots, more...)
+				if len(roots) == 0 {
+					return s.treeSync(ctx, c, nil, end, true)
+				}
+				return s.treeSync(ctx, c, roots, end, true)
+			})
+			if err != nil {
+				return 0, err
+			}
+			s.log.Info("full tree sync done", "seq", end, "took", time.Since(begin).Round(time.Millisecond))
+			s.acknowledged(end, time.Now())
+			return end, nil
+		}
+		if err := s.treeSync(ctx, c, roots, start, false); err != nil {
+			return 0, err
+		}
+		end, err := s.cutSeq(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if roots, err = s.touched(ctx, start, end); err != nil {
+			return 0, err
+		}
+		start = end
+	}
+}
+
+// cutSeq cuts write sessions and returns the journal's seq once
+// everything up to it is persisted.
+func (s *shipper) cutSeq(ctx context.Context) (uint64, error) {
+	if err := s.e.cfg.Source.Cut(); err != nil {
+		return 0, err
+	}
+	seq := s.e.cfg.Journal.Seq()
+	return seq, s.e.cfg.Journal.Flush(ctx)
+}
+
+// touched lists the paths records (from, to] changed.
+func (s *shipper) touched(ctx context.Context, from, to uint64) ([]string, error) {
+	set := map[string]bool{}
+	err := s.e.cfg.Journal.Since(ctx, from, func(r *journal.Record) bool {
+		if r.Seq > to {
+			return false
+		}
+		for _, p := range r.Paths() {
+			set[p] = true
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(set))
+	for p := range set {
+		if checkPath(p) == nil {
+			out = append(out, p)
+		}
+	}
+	return normalizeRoots(out), nil
+}
