@@ -193,8 +193,15 @@ func (t *treeReceiver) dir(d *Dir) error {
 	}
 	var wants []Want
 	wanted := map[string]*Entry{}
+	var links []*Entry // hardlinks to files this directory may still be receiving
 	for i := range d.Entries {
 		e := &d.Entries[i]
+		if e.Type() == typeReg && e.Nlink > 1 {
+			if _, ok := t.links[e.Ino]; ok {
+				links = append(links, e)
+				continue
+			}
+		}
 		w, err := t.entry(fd, d.Path, e)
 		if err != nil {
 			return fmt.Errorf("%q: %w", joinPath(d.Path, e.Name), err)
@@ -233,6 +240,11 @@ func (t *treeReceiver) dir(d *Dir) error {
 	for _, w := range wants {
 		if err := t.receiveFile(fd, d.Path, wanted[w.Name]); err != nil {
 			return err
+		}
+	}
+	for _, e := range links {
+		if _, err := t.entry(fd, d.Path, e); err != nil {
+			return fmt.Errorf("%q: %w", joinPath(d.Path, e.Name), err)
 		}
 	}
 	r.sink.Invalidate(t.changed)
