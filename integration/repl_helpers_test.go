@@ -39,6 +39,12 @@ func freeAddr(t testing.TB) string {
 // newCluster initializes a primary and n secondaries that trust each
 // other, and starts them. extra are daemon flags for every node.
 func newCluster(t *testing.T, n int, extra ...string) *cluster {
+	return newClusterVia(t, n, nil, extra...)
+}
+
+// newClusterVia is newCluster where the primary reaches secondary i
+// through the address via(i, addr) returns (a proxy), if via is set.
+func newClusterVia(t *testing.T, n int, via func(i int, addr string) string, extra ...string) *cluster {
 	t.Helper()
 	c := &cluster{t: t, addrs: map[*daemon]string{}}
 	type nd struct{ name, state, backing, mount, addr string }
@@ -51,11 +57,15 @@ func newCluster(t *testing.T, n int, extra ...string) *cluster {
 		state, backing, mount := nodeDirs(t, name)
 		nodes = append(nodes, nd{name, state, backing, mount, freeAddr(t)})
 	}
-	for _, a := range nodes {
-		for _, b := range nodes {
+	for i, a := range nodes {
+		for k, b := range nodes {
 			if a.name != b.name {
 				id := strings.TrimSpace(mustGeorep(t, "id", "--state", b.state))
-				mustGeorep(t, "peer", "add", "--state", a.state, b.name, b.addr, id)
+				addr := b.addr
+				if i == 0 && via != nil {
+					addr = via(k, addr)
+				}
+				mustGeorep(t, "peer", "add", "--state", a.state, b.name, addr, id)
 			}
 		}
 	}
@@ -429,4 +439,3 @@ func copyRange(from, to string) error {
 	_, err = unix.CopyFileRange(int(src.Fd()), &off, int(dst.Fd()), nil, 50_000, 0)
 	return err
 }
-

@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
+	"strconv"
 	gosync "sync"
 	"time"
 
@@ -65,6 +67,10 @@ type Engine struct {
 
 var keyVolume = []byte("vol/id")
 
+// crashEnv names a crash point for tests: the receiver kills its process
+// after applying that many records.
+const crashEnv = "GEOREP_TEST_CRASH_AFTER_RECORDS"
+
 // New prepares the engine. A primary gets its volume ID here, created on
 // its first start.
 func New(cfg Config) (*Engine, error) {
@@ -85,6 +91,9 @@ func New(cfg Config) (*Engine, error) {
 			return nil, err
 		}
 		r.PostApply = cfg.PostApply
+		if n, err := strconv.Atoi(os.Getenv(crashEnv)); err == nil && n > 0 {
+			r.crashAfter = n
+		}
 		e.recv = r
 		st, _ := r.State()
 		e.volume = st.Volume

@@ -66,6 +66,11 @@ type Receiver struct {
 	// PostApply, if set, runs after each applied batch, in the
 	// background (the post-apply hook).
 	PostApply func()
+	// crashAfter, when positive, kills the process with SIGKILL once
+	// that many records have been applied: a crash point for the
+	// integration tests (GEOREP_TEST_CRASH_AFTER_RECORDS).
+	crashAfter int
+	applied    int
 
 	session gosync.Mutex // one replication session at a time
 
@@ -379,6 +384,10 @@ func (r *Receiver) applyStaged(ctx context.Context) (*Ack, error) {
 			}
 			if err := mark(i, 0, 0); err != nil {
 				return nil, fmt.Errorf("batch progress: %w", err)
+			}
+			if r.applied++; r.crashAfter > 0 && r.applied >= r.crashAfter {
+				r.log.Warn("crash point reached: killing the process", "records", r.applied)
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			}
 		case TFile:
 			var h FileHeader

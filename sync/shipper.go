@@ -3,6 +3,7 @@ package sync
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -55,6 +56,7 @@ type shipper struct {
 	tree       TreeProgress
 	// shipped counts bytes of file data sent.
 	shipped int64
+	lastAck time.Time
 }
 
 // peerRecord is what the primary persists per peer: sp/<node id>.
@@ -86,7 +88,7 @@ func (s *shipper) run(ctx context.Context) {
 		s.lastErr = oneLine(err)
 		s.mu.Unlock()
 		s.log.Warn("replication session ended", "err", err)
-		if time.Since(start) > 10*time.Second {
+		if time.Since(start) > 10*time.Second || s.progressed(start) {
 			backoff = 100 * time.Millisecond
 		}
 		select {
@@ -95,8 +97,15 @@ func (s *shipper) run(ctx context.Context) {
 		case <-time.After(backoff):
 		case <-s.kick:
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		backoff = min(backoff*2, 2*time.Second)
 	}
+}
+
+// progressed reports whether the peer acknowledged anything since t.
+func (s *shipper) progressed(t time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastAck.After(t)
 }
 
 // dial connects to the peer over mutually authenticated TLS.
@@ -243,6 +252,7 @@ const coalesce = 20 * time.Millisecond
 func (s *shipper) acknowledged(seq uint64, synced time.Time) {
 	s.mu.Lock()
 	s.acked = seq
+	s.lastAck = time.Now()
 	if !synced.IsZero() {
 		s.lastSynced = synced
 	}
@@ -386,16 +396,111 @@ func (s *shipper) sendFileData(c *Conn, r *journal.Record, p *batchPlan, repair 
 	if p.whole {
 		ranges = []journal.Range{{0, st.Size}}
 	}
-	buf := make([]byte, dataChunk)
+	// Data read while an application writes could mix old and new bytes.
+	// Up to stableMax bytes are read into memory and sent only if the
+	// file's ctime did not move meanwhile (reread otherwise); beyond
+	// that, or if the file never keeps still, what was read is sent and
+	// the next batch, which the writes journaled, sends it again.
+	var segs []segment
+	for attempt := 0; ; attempt++ {
+		var err error
+		segs, err = readSegments(fd, &st, ranges, stableMax)
+		if err != nil {
+			return fmt.Errorf("read inode %d: %w", r.Ino, err)
+		}
+		var now unix.Stat_t
+		if err := unix.Fstat(fd, &now); err != nil {
+			return fmt.Errorf("stat inode %d: %w", r.Ino, err)
+		}
+		if segs == nil || (now.Ctim == st.Ctim && now.Size == st.Size) || attempt == 3 {
+			break
+		}
+		st = now
+		if p.whole {
+			ranges = []journal.Range{{0, st.Size}}
+		}
+	}
+	if segs == nil { // too big to hold: stream it
+		return s.streamRanges(c, fd, r.Ino, &st, ranges)
+	}
+	for _, sg := range segs {
+		var err error
+		if sg.data == nil {
+			err = c.SendRange(THole, sg.off, sg.n)
+		} else {
+			err = c.SendData(sg.off, sg.data)
+			s.mu.Lock()
+			s.shipped += int64(len(sg.data))
+			s.mu.Unlock()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return c.Send(TFileEnd, &FileEnd{Size: st.Size, Mtime: mtimeNs(&st)})
+}
+
+// stableMax is the most file data read into memory to be checked for a
+// concurrent write before it is sent.
+const stableMax = 8 << 20
+
+// segment is a run of data (or a hole, data == nil) of a file.
+type segment struct {
+	off, n int64
+	data   []byte
+}
+
+// readSegments reads ranges (clipped to the file's size) as data and
+// hole segments, or returns nil if the data exceeds limit.
+func readSegments(fd int, st *unix.Stat_t, ranges []journal.Range, limit int64) ([]segment, error) {
+	var out []segment
+	total := int64(0)
+	err := eachSegment(fd, st.Size, ranges, func(off, n int64, hole bool) error {
+		if hole {
+			out = append(out, segment{off: off, n: n})
+			return nil
+		}
+		for n > 0 {
+			k := min(n, dataChunk)
+			if total += k; total > limit {
+				return errTooBig
+			}
+			buf := make([]byte, k)
+			got, err := unix.Pread(fd, buf, off)
+			if err != nil {
+				return err
+			}
+			if got == 0 {
+				return nil // shrank meanwhile
+			}
+			out = append(out, segment{off: off, n: int64(got), data: buf[:got]})
+			off, n = off+int64(got), n-int64(got)
+		}
+		return nil
+	})
+	if errors.Is(err, errTooBig) {
+		return nil, nil
+	}
+	if out == nil {
+		out = []segment{}
+	}
+	return out, err
+}
+
+var errTooBig = errors.New("too big to hold")
+
+// eachSegment splits ranges, clipped to size, into data and holes
+// (SEEK_DATA, SEEK_HOLE).
+func eachSegment(fd int, size int64, ranges []journal.Range, fn func(off, n int64, hole bool) error) error {
 	for _, rg := range ranges {
-		off, end := rg[0], min(rg.End(), st.Size)
+		off, end := rg[0], min(rg.End(), size)
 		for off < end {
 			data, err := unix.Seek(fd, off, unix.SEEK_DATA)
 			if err != nil || data >= end {
 				data = end
 			}
 			if data > off {
-				if err := c.SendRange(THole, off, data-off); err != nil {
+				if err := fn(off, data-off, true); err != nil {
 					return err
 				}
 				off = data
@@ -405,26 +510,44 @@ func (s *shipper) sendFileData(c *Conn, r *journal.Record, p *batchPlan, repair 
 			if err != nil || hole > end {
 				hole = end
 			}
-			for off < hole {
-				n, err := unix.Pread(fd, buf[:min(int64(len(buf)), hole-off)], off)
-				if err != nil {
-					return fmt.Errorf("read inode %d: %w", r.Ino, err)
-				}
-				if n == 0 {
-					hole, end = off, off // shrank meanwhile
-					break
-				}
-				if err := c.SendData(off, buf[:n]); err != nil {
-					return err
-				}
-				s.mu.Lock()
-				s.shipped += int64(n)
-				s.mu.Unlock()
-				off += int64(n)
+			if err := fn(off, hole-off, false); err != nil {
+				return err
 			}
+			off = hole
 		}
 	}
-	return c.Send(TFileEnd, &FileEnd{Size: st.Size, Mtime: mtimeNs(&st)})
+	return nil
+}
+
+// streamRanges sends a big file's ranges as it reads them.
+func (s *shipper) streamRanges(c *Conn, fd int, ino uint64, st *unix.Stat_t, ranges []journal.Range) error {
+	buf := make([]byte, dataChunk)
+	err := eachSegment(fd, st.Size, ranges, func(off, n int64, hole bool) error {
+		if hole {
+			return c.SendRange(THole, off, n)
+		}
+		for n > 0 {
+			got, err := unix.Pread(fd, buf[:min(n, int64(len(buf)))], off)
+			if err != nil {
+				return fmt.Errorf("read inode %d: %w", ino, err)
+			}
+			if got == 0 {
+				return nil
+			}
+			if err := c.SendData(off, buf[:got]); err != nil {
+				return err
+			}
+			s.mu.Lock()
+			s.shipped += int64(got)
+			s.mu.Unlock()
+			off, n = off+int64(got), n-int64(got)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return c.Send(TFileEnd, &FileEnd{Size: st.Size, Mtime: mtimeNs(st)})
 }
 
 // openFile opens the regular file with inode ino for reading, by the
