@@ -219,6 +219,12 @@ func (c *Conn) write(t FrameType, payload ...[]byte) error {
 	return nil
 }
 
+// Raw writes bytes as they are (tests of malformed input).
+func (c *Conn) Raw(b []byte) error {
+	_, err := c.w.Write(b)
+	return err
+}
+
 // Flush sends what is buffered.
 func (c *Conn) Flush() error {
 	if c.idle > 0 {
