@@ -37,6 +37,8 @@ test: deps
 fuzz:
 	$(GO) test ./journal -run '^$$' -fuzz '^FuzzDecodeWAL$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./sync -run '^$$' -fuzz '^FuzzCheckPath$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./sync -run '^$$' -fuzz '^FuzzDecodeFrames$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./sync -run '^$$' -fuzz '^FuzzApplyBatch$$' -fuzztime $(FUZZTIME)
 
 # bench measures the mount against native and plain go-fuse loopback and
 # writes BENCHMARKS.md.

@@ -152,15 +152,37 @@ func (a *Applier) atParent(p string, fn func(dir int, name string) error) error 
 	return fn(dir, name)
 }
 
-// withFile opens the file at p (never through a link; a FIFO fails rather
-// than blocking) for fn.
+// withFile opens the regular file at p (never through a link) for fn.
+// Anything else standing there (a device, a FIFO) is refused before it
+// is opened: opening a device can act on it, and truncate or fallocate
+// on a block device would reach the disk under it.
 func (a *Applier) withFile(p string, flags int, fn func(fd int) error) error {
-	fd, err := OpenBeneath(a.root, p, flags|unix.O_NONBLOCK, 0)
+	fd, err := openRegular(a.root, p, flags)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
 	return fn(fd)
+}
+
+// openRegular opens the regular file at the checked path p beneath
+// rootFD with flags, refusing any other file type without opening it.
+func openRegular(rootFD int, p string, flags int) (int, error) {
+	pfd, err := OpenBeneath(rootFD, p, unix.O_PATH, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(pfd)
+	var st unix.Stat_t
+	if err := unix.Fstat(pfd, &st); err != nil {
+		return -1, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return -1, fmt.Errorf("%q is not a regular file (mode %o): %w", p, st.Mode, unix.EINVAL)
+	}
+	// Reopen that very inode (the /proc link names it, whatever
+	// happens to the name meanwhile).
+	return unix.Open(fmt.Sprintf("/proc/self/fd/%d", pfd), flags|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 }
 
 // withPath hands fn a path to the entry at p that names exactly the
@@ -178,9 +200,17 @@ func (a *Applier) withPath(p string, fn func(path string) error) error {
 
 func (a *Applier) create(r *journal.Record) error {
 	err := a.atParent(r.Path, func(dir int, name string) error {
-		// O_NONBLOCK: a FIFO standing there fails (ENXIO) instead of
-		// blocking the applier until a reader comes.
-		fd, err := unix.Openat(dir, name, unix.O_CREAT|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, perm(r.Mode))
+		var st unix.Stat_t
+		switch err := unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW); {
+		case err == nil:
+			if st.Mode&unix.S_IFMT != unix.S_IFREG {
+				return fmt.Errorf("%q exists and is not a regular file (mode %o): %w", r.Path, st.Mode, unix.EEXIST)
+			}
+			return nil // created before a redo
+		case !errors.Is(err, unix.ENOENT):
+			return err
+		}
+		fd, err := unix.Openat(dir, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm(r.Mode))
 		if err != nil {
 			return err
 		}

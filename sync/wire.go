@@ -183,14 +183,23 @@ func (c *Conn) Expect(t FrameType, v any) error {
 
 // Send writes a JSON frame (buffered; Flush sends).
 func (c *Conn) Send(t FrameType, v any) error {
-	js, err := json.Marshal(v)
+	js, err := encodeJSON(t, v)
 	if err != nil {
-		return fmt.Errorf("encode %s frame: %w", t, err)
-	}
-	if len(js)+1 > MaxFrame {
-		return fmt.Errorf("%s frame of %d bytes is over the limit", t, len(js)+1)
+		return err
 	}
 	return c.write(t, js)
+}
+
+// encodeJSON encodes the payload of a control frame.
+func encodeJSON(t FrameType, v any) ([]byte, error) {
+	js, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s frame: %w", t, err)
+	}
+	if len(js)+1 > MaxFrame {
+		return nil, fmt.Errorf("%s frame of %d bytes is over the limit", t, len(js)+1)
+	}
+	return js, nil
 }
 
 // SendRange writes a Hole or Keep frame.
