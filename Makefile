@@ -45,30 +45,43 @@ fuzz:
 bench: deps
 	$(GO) run ./bench -out BENCHMARKS.md
 
-# run starts a demo: a journaled mount of $(DEMO)/backing at $(DEMO)/mnt.
+# run starts a two-node demo on this machine: a primary (node a) and a
+# secondary (node b) on 127.0.0.1, each with its own state, backing dir and
+# mount under $(DEMO).
 run: deps build
-	@if [ "$$(id -u)" != 0 ]; then echo "make run needs root (the daemon mounts with mount(2))"; exit 1; fi
+	@if [ "$$(id -u)" != 0 ]; then echo "make run needs root (the daemons mount with mount(2))"; exit 1; fi
 	@$(MAKE) -s stop >/dev/null 2>&1 || true
-	@mkdir -p $(DEMO)/backing $(DEMO)/mnt
-	@[ -e $(DEMO)/state/node.json ] || ./$(BIN) init --state $(DEMO)/state --name demo >/dev/null
-	@nohup ./$(BIN) daemon --state $(DEMO)/state --backing $(DEMO)/backing --mount $(DEMO)/mnt --primary \
-		>$(DEMO)/daemon.log 2>&1 & echo $$! > $(DEMO)/daemon.pid
-	@for i in $$(seq 50); do ./$(BIN) status --state $(DEMO)/state >/dev/null 2>&1 && break; sleep 0.1; done
-	@./$(BIN) status --state $(DEMO)/state
+	@for n in a b; do mkdir -p $(DEMO)/$$n/backing $(DEMO)/$$n/mnt; done
+	@[ -e $(DEMO)/a/state/node.json ] || ./$(BIN) init --state $(DEMO)/a/state --name a --listen 127.0.0.1:7401 >/dev/null
+	@[ -e $(DEMO)/b/state/node.json ] || ./$(BIN) init --state $(DEMO)/b/state --name b --listen 127.0.0.1:7402 >/dev/null
+	@./$(BIN) peer list --state $(DEMO)/a/state | grep -q '^b ' || \
+		./$(BIN) peer add --state $(DEMO)/a/state b 127.0.0.1:7402 $$(./$(BIN) id --state $(DEMO)/b/state) >/dev/null
+	@./$(BIN) peer list --state $(DEMO)/b/state | grep -q '^a ' || \
+		./$(BIN) peer add --state $(DEMO)/b/state a 127.0.0.1:7401 $$(./$(BIN) id --state $(DEMO)/a/state) >/dev/null
+	@nohup ./$(BIN) daemon --state $(DEMO)/b/state --backing $(DEMO)/b/backing --mount $(DEMO)/b/mnt \
+		>$(DEMO)/b/daemon.log 2>&1 & echo $$! > $(DEMO)/b/daemon.pid
+	@nohup ./$(BIN) daemon --state $(DEMO)/a/state --backing $(DEMO)/a/backing --mount $(DEMO)/a/mnt --primary \
+		>$(DEMO)/a/daemon.log 2>&1 & echo $$! > $(DEMO)/a/daemon.pid
+	@for i in $$(seq 100); do ./$(BIN) status --state $(DEMO)/a/state >/dev/null 2>&1 && \
+		./$(BIN) status --state $(DEMO)/b/state >/dev/null 2>&1 && break; sleep 0.1; done
+	@./$(BIN) sync --state $(DEMO)/a/state --wait --timeout 30s
+	@./$(BIN) status --state $(DEMO)/a/state
 	@echo
-	@echo "The demo volume is mounted at $(DEMO)/mnt (log: $(DEMO)/daemon.log). Try:"
-	@echo "  echo hello > $(DEMO)/mnt/hello.txt; mkdir $(DEMO)/mnt/d; mv $(DEMO)/mnt/hello.txt $(DEMO)/mnt/d/"
-	@echo "  ./$(BIN) journal --state $(DEMO)/state            # every change, in order"
-	@echo "  ./$(BIN) journal --state $(DEMO)/state --json     # one JSON object per line"
-	@echo "  ./$(BIN) status --state $(DEMO)/state --json"
-	@echo "  kill -9 \$$(cat $(DEMO)/daemon.pid); make run        # crash and recover"
-	@echo "  make stop                                          # unmount and stop"
+	@echo "Node a (primary) is mounted at $(DEMO)/a/mnt, node b (secondary, read-only) at $(DEMO)/b/mnt."
+	@echo "Logs: $(DEMO)/a/daemon.log, $(DEMO)/b/daemon.log. Try:"
+	@echo "  echo hello > $(DEMO)/a/mnt/hello.txt; mkdir $(DEMO)/a/mnt/d; mv $(DEMO)/a/mnt/hello.txt $(DEMO)/a/mnt/d/"
+	@echo "  cat $(DEMO)/b/mnt/d/hello.txt                              # replicated within a second"
+	@echo "  ./$(BIN) status --state $(DEMO)/a/state                    # peers: state, acked seq, lag, pending"
+	@echo "  ./$(BIN) sync   --state $(DEMO)/a/state --wait             # returns once b has everything"
+	@echo "  ./$(BIN) verify --state $(DEMO)/a/state                    # compare both trees by content hash"
+	@echo "  ./$(BIN) journal --state $(DEMO)/a/state                   # every change, in order"
+	@echo "  make stop                                                  # unmount and stop both"
 
 stop:
-	@if [ -f $(DEMO)/daemon.pid ]; then kill -TERM $$(cat $(DEMO)/daemon.pid) 2>/dev/null || true; \
-		for i in $$(seq 50); do kill -0 $$(cat $(DEMO)/daemon.pid) 2>/dev/null || break; sleep 0.1; done; \
-		rm -f $(DEMO)/daemon.pid; fi
-	@grep -q " $(DEMO)/mnt " /proc/mounts && umount -l $(DEMO)/mnt || true
+	@for n in a b; do if [ -f $(DEMO)/$$n/daemon.pid ]; then kill -TERM $$(cat $(DEMO)/$$n/daemon.pid) 2>/dev/null || true; \
+		for i in $$(seq 50); do kill -0 $$(cat $(DEMO)/$$n/daemon.pid) 2>/dev/null || break; sleep 0.1; done; \
+		rm -f $(DEMO)/$$n/daemon.pid; fi; \
+		grep -q " $(DEMO)/$$n/mnt " /proc/mounts && umount -l $(DEMO)/$$n/mnt || true; done
 	@echo "demo stopped"
 
 clean: stop

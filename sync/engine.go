@@ -477,18 +477,3 @@ func (e *Engine) Sync(ctx context.Context) (uint64, error) {
 	e.kickAll()
 	return target, nil
 }
-
-// Synced reports whether every peer has acknowledged target.
-func (e *Engine) Synced(target uint64) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, s := range e.shippers {
-		s.mu.Lock()
-		ok := s.acked >= target && !s.tree.Running
-		s.mu.Unlock()
-		if !ok {
-			return false
-		}
-	}
-	return true
-}

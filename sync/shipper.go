@@ -184,6 +184,11 @@ func (s *shipper) session(ctx context.Context) error {
 		}
 	}
 	for {
+		if cursor >= j.Seq() {
+			s.setState(StateInSync)
+		} else {
+			s.setState(StateSyncing)
+		}
 		target, err := s.waitWork(ctx, c, cursor)
 		if err != nil {
 			return err
@@ -194,7 +199,6 @@ func (s *shipper) session(ctx context.Context) error {
 				return err
 			}
 		}
-		s.setState(StateInSync)
 	}
 }
 

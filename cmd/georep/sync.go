@@ -10,6 +10,8 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
+
+	gsync "github.com/georep/georep/sync"
 )
 
 func syncCommand() *cli.Command {
@@ -77,7 +79,10 @@ func waitSynced(ctx context.Context, cc *controlClient, target uint64, bar bool)
 		low, done := target, true
 		var files, bytes int64
 		for _, p := range st.Peers {
-			if p.AckedSeq < target || p.FullSync != nil {
+			// A peer counts once it is connected, past any full sync,
+			// and has acknowledged the target.
+			live := p.State == gsync.StateInSync || p.State == gsync.StateSyncing
+			if p.AckedSeq < target || p.FullSync != nil || !live {
 				done = false
 			}
 			low = min(low, p.AckedSeq)
