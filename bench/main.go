@@ -77,6 +77,9 @@ type config struct {
 	dir   string // parent of the scratch dir
 	quick bool
 	reps  int // runs per workload and target; 0: the sizes' default
+	// suite: mount, sync or all.
+	suite     string
+	syncTrees []int // tree sizes of the sync benchmark
 }
 
 // sizes of one run's workloads.
@@ -106,7 +109,21 @@ func main() {
 	flag.StringVar(&cfg.dir, "dir", "/var/tmp", "directory in which the scratch dir (backing dirs, mount points, state dir) is created and, at the end, removed; its file system is the one measured")
 	flag.BoolVar(&cfg.quick, "quick", false, "tiny smoke run: small sizes, one run per workload")
 	flag.IntVar(&cfg.reps, "reps", 0, "runs per workload and target (default 3; 1 with -quick); the median is reported")
+	flag.StringVar(&cfg.suite, "suite", "all", "mount (the journaled mount), sync (replication vs rsync) or all")
+	trees := flag.String("sync-files", "100000,1000000", "tree sizes (files) of the sync benchmark")
 	flag.Parse()
+	for _, f := range strings.Split(*trees, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1000 {
+			fmt.Fprintln(os.Stderr, "bench: bad -sync-files:", *trees)
+			os.Exit(2)
+		}
+		cfg.syncTrees = append(cfg.syncTrees, n)
+	}
+	if cfg.suite != "mount" && cfg.suite != "sync" && cfg.suite != "all" {
+		fmt.Fprintln(os.Stderr, "bench: -suite is mount, sync or all")
+		os.Exit(2)
+	}
 	if flag.NArg() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: unexpected arguments:", flag.Args())
 		os.Exit(2)
@@ -124,7 +141,13 @@ func main() {
 		os.Exit(130)
 	}()
 
-	err := run(ctx, cfg, os.Stdout, os.Stderr)
+	var err error
+	if cfg.suite != "sync" {
+		err = run(ctx, cfg, os.Stdout, os.Stderr)
+	}
+	if err == nil && cfg.suite != "mount" {
+		err = runSync(ctx, cfg, os.Stdout, os.Stderr)
+	}
 	interrupted := ctx.Err() != nil
 	cancel()
 	if err != nil {
@@ -1078,18 +1101,21 @@ func writeSection(path, section string) error {
 	return nil
 }
 
-// splice replaces the mount section of doc (from its begin marker to the
-// first end marker after it, or, lacking one, to the next section or the
-// end) with section, or appends section if doc has none. Other sections
-// and text are kept as they are.
+// splice replaces the section of doc that section's first line (its
+// begin marker) names — from that marker to the first end marker after
+// it, or, lacking one, to the next section or the end — with section, or
+// appends section if doc has none. Other sections and text are kept as
+// they are.
 func splice(doc, section string) string {
 	if strings.TrimSpace(doc) == "" {
 		return "# Benchmarks\n\n" + section
 	}
+	begin, _, _ := strings.Cut(section, "\n")
+	begin = strings.TrimSpace(begin)
 	lines := strings.SplitAfter(doc, "\n")
 	start := -1
 	for i, l := range lines {
-		if strings.TrimSpace(l) == sectionBegin {
+		if strings.TrimSpace(l) == begin {
 			start = i
 			break
 		}

@@ -115,7 +115,7 @@ func waitSynced(ctx context.Context, cc *controlClient, target uint64, bar bool)
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("not every secondary has seq %d yet: %w", target, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
