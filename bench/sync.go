@@ -575,7 +575,7 @@ func runSync(ctx context.Context, cfg config, stdout, progress io.Writer) error 
 	sc := syncConfig{trees: cfg.syncTrees, bigSize: 1 << 30, lagSecs: 20, lagRate: 50e6, scratch: scratch, progress: progress,
 		bin: filepath.Join(scratch, "georep")}
 	if cfg.quick {
-		sc.trees, sc.bigSize, sc.lagSecs = []int{2000}, 64 << 20, 3
+		sc.trees, sc.bigSize, sc.lagSecs = []int{2000}, 64<<20, 3
 	}
 	if out, err := exec.Command("go", "build", "-o", sc.bin, "./cmd/georep").CombinedOutput(); err != nil {
 		return fmt.Errorf("build georep: %v: %s", err, out)
