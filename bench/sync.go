@@ -146,7 +146,7 @@ func (c *syncConfig) start(n *benchNode, args ...string) error {
 		return err
 	}
 	setLive(n.mount, true)
-	for i := 0; i < 200; i++ {
+	for i := 0; i < 1200; i++ {
 		if _, err := c.georep("status", "--state", n.state); err == nil {
 			return nil
 		}
@@ -584,7 +584,9 @@ func runSync(ctx context.Context, cfg config, stdout, progress io.Writer) error 
 	for _, n := range sc.trees {
 		t, err := sc.benchTree(ctx, n)
 		if err != nil {
-			return fmt.Errorf("tree of %d files: %w", n, err)
+			err = fmt.Errorf("tree of %d files: %w", n, err)
+			sc.logf("sync bench: %v (removing the scratch trees)", err)
+			return err
 		}
 		sc.logf("sync bench: %d files: georep %s vs rsync %s (incremental); initial %s vs %s", n, t.georepInc, t.rsyncInc, t.georepInit, t.rsyncInit)
 		res.tree = append(res.tree, t)

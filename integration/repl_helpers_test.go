@@ -116,6 +116,9 @@ func (c *cluster) verifyClean() {
 	r := georep(c.t, "verify", "--state", c.primary.state)
 	if r.code != 0 {
 		c.dumpLogs()
+		if os.Getenv("GEOREP_TEST_DUMP_JOURNAL") != "" {
+			c.t.Logf("primary journal:\n%s", georep(c.t, "journal", "--state", c.primary.state).stdout)
+		}
 		c.t.Fatalf("verify: exit %d:\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }

@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -79,4 +81,53 @@ func bytesShipped(t *testing.T, d *daemon) float64 {
 		n += p.(map[string]any)["bytes_shipped"].(float64)
 	}
 	return n
+}
+
+// TestReplicationSparseFile: holes stay holes on the secondary.
+func TestReplicationSparseFile(t *testing.T) {
+	c := newCluster(t, 1)
+	f, err := os.Create(filepath.Join(c.primary.mount, "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{0, 256 << 20, 512 << 20} {
+		if _, err := f.WriteAt([]byte("island"), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	c.converged()
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(c.second[0].backing, "sparse"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != 512<<20+6 || st.Blocks*512 > 1<<20 {
+		t.Errorf("secondary's copy: size %d, %d bytes allocated; want the holes kept", st.Size, st.Blocks*512)
+	}
+}
+
+// TestVerifyFindsDifferences: a change made behind georep's back on the
+// secondary is listed by verify, which exits 3.
+func TestVerifyFindsDifferences(t *testing.T) {
+	c := newCluster(t, 1)
+	os.WriteFile(filepath.Join(c.primary.mount, "a"), []byte("primary"), 0o644)
+	os.WriteFile(filepath.Join(c.primary.mount, "b"), []byte("primary"), 0o644)
+	c.converged()
+	os.WriteFile(filepath.Join(c.second[0].backing, "a"), []byte("tampered"), 0o644)
+	os.Remove(filepath.Join(c.second[0].backing, "b"))
+	os.WriteFile(filepath.Join(c.second[0].backing, "extra"), nil, 0o644)
+	r := georep(t, "verify", "--state", c.primary.state)
+	if r.code != 3 {
+		t.Fatalf("verify of a tampered secondary: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, want := range []string{"a: size", "a: content", "b: missing on the replica", "extra: only on the replica"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("verify output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = georep(t, "verify", "--state", c.primary.state, "--json")
+	var out map[string][]map[string]string
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || len(out["s1"]) < 4 {
+		t.Errorf("verify --json: %v %s", err, r.stdout)
+	}
 }

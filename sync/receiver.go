@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	gosync "sync"
 	"syscall"
 	"time"
@@ -80,6 +81,66 @@ type Receiver struct {
 	mu    gosync.Mutex
 	state ReplicaState
 	tree  TreeProgress
+
+	// links maps the primary's inode of a file with several names to one
+	// of its names here and the local inode, so a later sync of another
+	// name links it instead of making a copy. Entries are checked before
+	// use (the name may have moved or been reused since).
+	links map[uint64]linkRef
+}
+
+type linkRef struct {
+	path string
+	ino  uint64
+}
+
+// noteLink records that the primary's inode pino is at path here.
+func (r *Receiver) noteLink(pino uint64, path string) {
+	var st unix.Stat_t
+	if r.lstat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return
+	}
+	if r.links == nil {
+		r.links = map[uint64]linkRef{}
+	}
+	r.links[pino] = linkRef{path, st.Ino}
+}
+
+// linkedPath is a name here of the primary's inode pino, if one is known
+// and still holds the inode it did.
+func (r *Receiver) linkedPath(pino uint64) (string, bool) {
+	ref, ok := r.links[pino]
+	if !ok {
+		return "", false
+	}
+	var st unix.Stat_t
+	if r.lstat(ref.path, &st) != nil || st.Ino != ref.ino || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		delete(r.links, pino)
+		return "", false
+	}
+	return ref.path, true
+}
+
+// replicaOf reports whether local inode ino is known to be the copy of
+// the primary's inode pino.
+func (r *Receiver) replicaOf(pino, ino uint64) bool {
+	ref, ok := r.links[pino]
+	return ok && ref.ino == ino
+}
+
+// moveLinks follows a rename in the link map.
+func (r *Receiver) moveLinks(from, to string, exchange bool) {
+	for k, ref := range r.links {
+		switch {
+		case within(ref.path, from):
+			ref.path = to + strings.TrimPrefix(ref.path, from)
+		case exchange && within(ref.path, to):
+			ref.path = from + strings.TrimPrefix(ref.path, to)
+		default:
+			continue
+		}
+		r.links[k] = ref
+	}
 }
 
 // TreeProgress is the progress of a running full tree sync.
@@ -383,6 +444,13 @@ func (r *Receiver) applyStaged(ctx context.Context) (*Ack, error) {
 				r.log.Warn("record does not apply: the replica differs here; the path will be compared", "seq", rec.Seq, "op", rec.Op, "path", rec.Path, "err", err)
 				for _, p := range rec.Paths() {
 					repair[p] = true
+				}
+			} else {
+				switch rec.Op {
+				case journal.OpLink:
+					r.noteLink(rec.Ino, rec.NewPath)
+				case journal.OpRename:
+					r.moveLinks(rec.Path, rec.NewPath, exchange)
 				}
 			}
 			if err := mark(i, 0, 0); err != nil {

@@ -178,7 +178,7 @@ func (s *shipper) session(ctx context.Context) error {
 	} else {
 		s.acknowledged(cursor, time.Time{})
 		if len(w.Repair) > 0 {
-			if err := s.treeSync(ctx, c, w.Repair, cursor, true); err != nil {
+			if cursor, err = s.repair(ctx, c, cursor, w.Repair); err != nil {
 				return err
 			}
 		}
@@ -195,8 +195,14 @@ func (s *shipper) session(ctx context.Context) error {
 		}
 		for cursor < target {
 			s.setState(StateSyncing)
-			if cursor, err = s.shipBatch(ctx, c, cursor); err != nil {
+			var repair []string
+			if cursor, repair, err = s.shipBatch(ctx, c, cursor); err != nil {
 				return err
+			}
+			if len(repair) > 0 {
+				if cursor, err = s.repair(ctx, c, cursor, repair); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -280,14 +286,31 @@ type batchPlan struct {
 // shipBatch ships the records after cursor (up to maxBatchRecords) with
 // the data they need, waits for the acknowledgement, compares the paths
 // the replica could not apply, and returns the new cursor.
-func (s *shipper) shipBatch(ctx context.Context, c *Conn, cursor uint64) (uint64, error) {
+func (s *shipper) shipBatch(ctx context.Context, c *Conn, cursor uint64) (uint64, []string, error) {
+	last, repair, err := s.shipOne(ctx, c, cursor)
+	if err != nil {
+		return cursor, nil, err
+	}
+	paths := slices.Sorted(func(yield func(string) bool) {
+		for p := range repair {
+			if !yield(p) {
+				return
+			}
+		}
+	})
+	return last, paths, nil
+}
+
+// shipOne ships one batch and returns the new cursor and the paths to
+// compare.
+func (s *shipper) shipOne(ctx context.Context, c *Conn, cursor uint64) (uint64, map[string]bool, error) {
 	j := s.e.cfg.Journal
 	if err := s.e.cfg.Source.Cut(); err != nil {
-		return cursor, err
+		return cursor, nil, err
 	}
 	cut := time.Now()
 	if err := j.Flush(ctx); err != nil {
-		return cursor, err
+		return cursor, nil, err
 	}
 	var recs []*journal.Record
 	err := j.Since(ctx, cursor, func(r *journal.Record) bool {
@@ -295,10 +318,10 @@ func (s *shipper) shipBatch(ctx context.Context, c *Conn, cursor uint64) (uint64
 		return len(recs) < maxBatchRecords
 	})
 	if err != nil {
-		return cursor, err
+		return cursor, nil, err
 	}
 	if len(recs) == 0 {
-		return max(cursor, j.Seq()), nil
+		return max(cursor, j.Seq()), nil, nil
 	}
 	last := recs[len(recs)-1].Seq
 	repair := map[string]bool{}
@@ -327,55 +350,67 @@ func (s *shipper) shipBatch(ctx context.Context, c *Conn, cursor uint64) (uint64
 		out = append(out, r)
 	}
 	if err := c.Send(TBatch, &BatchBegin{First: recs[0].Seq, Last: last, Epoch: j.Epoch()}); err != nil {
-		return cursor, err
+		return cursor, nil, err
 	}
 	fix := newFixups()
 	for i, r := range out {
 		if err := c.Send(TRecord, wireRecord(r)); err != nil {
-			return cursor, err
+			return cursor, nil, err
 		}
 		fix.add(r)
 		if p := plans[r.Ino]; r.Op == journal.OpWrite && p != nil && p.last == i {
 			if err := s.sendFileData(c, r, p, repair); err != nil {
-				return cursor, err
+				return cursor, nil, err
 			}
 		}
 	}
 	if err := c.Send(TBatchEnd, &BatchEnd{Seq: last, Fixups: fix.list(s.e.cfg.Root)}); err != nil {
-		return cursor, err
+		return cursor, nil, err
 	}
 	if err := c.Flush(); err != nil {
-		return cursor, err
+		return cursor, nil, err
 	}
 	var ack Ack
 	if err := c.Expect(TAck, &ack); err != nil {
-		return cursor, fmt.Errorf("batch %d..%d: %w", recs[0].Seq, last, err)
+		return cursor, nil, fmt.Errorf("batch %d..%d: %w", recs[0].Seq, last, err)
 	}
 	if ack.Error != "" {
-		return cursor, fmt.Errorf("batch %d..%d: peer could not apply it: %s", recs[0].Seq, last, ack.Error)
+		return cursor, nil, fmt.Errorf("batch %d..%d: peer could not apply it: %s", recs[0].Seq, last, ack.Error)
 	}
 	if ack.Seq != last {
-		return cursor, fmt.Errorf("batch %d..%d: peer acknowledged seq %d", recs[0].Seq, last, ack.Seq)
+		return cursor, nil, fmt.Errorf("batch %d..%d: peer acknowledged seq %d", recs[0].Seq, last, ack.Seq)
 	}
 	s.log.Debug("batch shipped", "first", recs[0].Seq, "last", last, "records", len(out), "files", len(plans))
 	s.acknowledged(last, cut)
 	for _, p := range ack.Repair {
 		repair[p] = true
 	}
-	if len(repair) > 0 {
-		paths := slices.Sorted(func(yield func(string) bool) {
-			for p := range repair {
-				if !yield(p) {
-					return
-				}
-			}
-		})
-		s.log.Info("comparing paths the batch could not vouch for", "paths", len(paths))
-		if err := s.treeSync(ctx, c, paths, last, true); err != nil {
-			return cursor, err
+	return last, repair, nil
+}
+
+// repair compares paths the replica could not apply records to (or the
+// journal could not vouch for) and ships what differs. A comparison shows
+// the replica the primary's state of now, so records before now must not
+// be replayed on top of it afterwards: with mutations held off, every
+// record up to now is shipped first (more paths to compare may come of
+// it), then the paths are compared, and now becomes the cursor.
+func (s *shipper) repair(ctx context.Context, c *Conn, cursor uint64, paths []string) (uint64, error) {
+	s.log.Info("comparing paths the replica could not apply records to", "paths", len(paths))
+	err := s.e.cfg.Source.Quiesce(ctx, func() error {
+		j := s.e.cfg.Journal
+		if err := j.Flush(ctx); err != nil {
+			return err
 		}
-	}
-	return last, nil
+		for cursor < j.Seq() {
+			next, more, err := s.shipBatch(ctx, c, cursor)
+			if err != nil {
+				return err
+			}
+			cursor, paths = next, append(paths, more...)
+		}
+		return s.treeSync(ctx, c, paths, cursor, true)
+	})
+	return cursor, err
 }
 
 // sendFileData sends the data of the file the write record r names: the
@@ -387,8 +422,16 @@ func (s *shipper) sendFileData(c *Conn, r *journal.Record, p *batchPlan, repair 
 	}
 	fd := s.openFile(r.Ino, r.Path)
 	if fd < 0 {
-		// Gone since (a later record removes it) or replaced: compare.
-		repair[r.Path] = true
+		// The index may not have the file's latest names yet: fold the
+		// journal in and look again.
+		if err := s.e.cfg.Journal.Flush(context.Background()); err != nil {
+			return err
+		}
+		fd = s.openFile(r.Ino, r.Path)
+	}
+	if fd < 0 {
+		// No name reaches the file any more: a later record removes
+		// it, and its data is needed nowhere.
 		return c.Send(TFileEnd, &FileEnd{Missing: true})
 	}
 	defer unix.Close(fd)

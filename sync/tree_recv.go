@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -28,6 +29,16 @@ type treeReceiver struct {
 	seen     map[string]bool
 	seenPath string
 	changed  []*journal.Record
+	// pending are hardlinked files to note in the receiver's link map
+	// once their directory is done.
+	pending []linkNote
+	// missing are files the primary could not send (changed meanwhile).
+	missing map[string]bool
+}
+
+type linkNote struct {
+	ino  uint64
+	path string
 }
 
 // maxWantBlocks bounds the block hashes sent for one file (12.5 GiB);
@@ -41,7 +52,7 @@ func (r *Receiver) receiveTree(ctx context.Context, c *Conn, tb *TreeBegin) erro
 		return err
 	}
 	defer unix.Close(tmp)
-	t := &treeReceiver{r: r, c: c, checksum: tb.Checksum, tmp: tmp, links: map[uint64]string{}}
+	t := &treeReceiver{r: r, c: c, checksum: tb.Checksum, tmp: tmp, links: map[uint64]string{}, missing: map[string]bool{}}
 	r.mu.Lock()
 	r.tree = TreeProgress{Running: true}
 	r.mu.Unlock()
@@ -247,6 +258,12 @@ func (t *treeReceiver) dir(d *Dir) error {
 			return fmt.Errorf("%q: %w", joinPath(d.Path, e.Name), err)
 		}
 	}
+	for _, n := range t.pending {
+		if !t.missing[n.path] {
+			r.noteLink(n.ino, n.path)
+		}
+	}
+	t.pending = t.pending[:0]
 	r.sink.Invalidate(t.changed)
 	t.changed = t.changed[:0]
 	r.mu.Lock()
@@ -362,7 +379,17 @@ func (t *treeReceiver) entry(fd int, dir string, e *Entry) (*Want, error) {
 		if first, ok := t.links[e.Ino]; ok {
 			return nil, t.link(fd, dir, e, first, exists, &st)
 		}
+		// A name of a file this replica already holds under another
+		// name (an earlier sync or a link record made it): link to it
+		// first, then bring the contents in line, in place.
+		if first, ok := t.r.linkedPath(e.Ino); ok && first != p {
+			if err := t.link(fd, dir, e, first, exists, &st); err != nil {
+				return nil, err
+			}
+			exists = lstatAt(fd, e.Name, &st) == nil
+		}
 		t.links[e.Ino] = p
+		t.pending = append(t.pending, linkNote{e.Ino, p})
 	}
 	// Checksum mode wants even files that look unchanged, with their
 	// block hashes: only blocks that differ travel.
@@ -450,7 +477,7 @@ func (t *treeReceiver) receiveFile(fd int, dir string, e *Entry) error {
 		defer unix.Close(old)
 	}
 	tmp := t.tmpName()
-	nf, err := unix.Openat(t.tmp, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	nf, err := unix.Openat(t.tmp, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return fmt.Errorf("create temporary file: %w", err)
 	}
@@ -499,17 +526,33 @@ func (t *treeReceiver) receiveFile(fd int, dir string, e *Entry) error {
 				return err
 			}
 			if fe.Missing {
-				return nil // changed on the primary meanwhile; a later round compares it
+				// Changed on the primary meanwhile; a later round
+				// compares it. What stands here is no copy of it.
+				t.missing[p] = true
+				delete(t.links, e.Ino)
+				return nil
 			}
 			if err := unix.Ftruncate(nf, fe.Size); err != nil {
 				return err
 			}
 			e.Mtime = fe.Mtime
-			if err := applyMeta(t.tmp, tmp, e, t.r); err != nil {
-				return err
+			var ost unix.Stat_t
+			if old >= 0 && e.Nlink > 1 && unix.Fstat(old, &ost) == nil && ost.Nlink > 1 && t.r.replicaOf(e.Ino, ost.Ino) {
+				// The file has other names here, as on the primary: a
+				// new inode renamed over this name would split them.
+				// (Only a local inode known to copy this very file is
+				// written over; any other is replaced.)
+				if err := t.overwrite(old, nf, fe.Size, e); err != nil {
+					return fmt.Errorf("%q: %w", p, err)
+				}
+				t.changed = append(t.changed, &journal.Record{Op: journal.OpWrite, Path: p})
+				t.r.mu.Lock()
+				t.r.tree.Files++
+				t.r.mu.Unlock()
+				return nil // the temporary file goes
 			}
-			if err := setMtimeFD(nf, fe.Mtime); err != nil {
-				return err
+			if err := finishNew(nf, e, t.r); err != nil {
+				return fmt.Errorf("%q: %w", p, err)
 			}
 			if err := unix.Renameat(t.tmp, tmp, fd, e.Name); err != nil {
 				return fmt.Errorf("rename into place %q: %w", p, err)
@@ -524,6 +567,52 @@ func (t *treeReceiver) receiveFile(fd int, dir string, e *Entry) error {
 			return protoErr("unexpected %s frame in file %q", f.Type, p)
 		}
 	}
+}
+
+// overwrite copies the file built aside (src) into the existing inode of
+// a hardlinked file, with reads through the mount held off meanwhile, so
+// every name of it shows the new contents and none shows them half
+// written.
+func (t *treeReceiver) overwrite(oldRO, src int, size int64, e *Entry) error {
+	dst, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", oldRO), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dst)
+	t.r.sink.BlockReads()
+	defer t.r.sink.UnblockReads()
+	if err := unix.Ftruncate(dst, size); err != nil {
+		return err
+	}
+	if err := copyRange(src, dst, 0, size); err != nil {
+		return err
+	}
+	if err := applyMeta(dst, "", e, t.r); err != nil {
+		return err
+	}
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(e.Mtime)}
+	return unix.UtimesNanoAt(dst, "", ts, unix.AT_EMPTY_PATH)
+}
+
+// finishNew gives a file just built (owned by the daemon, mode 0600, no
+// xattrs) e's owner, mode, xattrs and mtime, through its descriptor.
+func finishNew(fd int, e *Entry, r *Receiver) error {
+	if e.UID != uint32(os.Geteuid()) || e.GID != uint32(os.Getegid()) {
+		if err := unix.Fchown(fd, int(e.UID), int(e.GID)); err != nil {
+			return err
+		}
+	}
+	// After chown, which may clear set-ID bits.
+	if err := unix.Fchmod(fd, e.Mode&0o7777); err != nil {
+		return err
+	}
+	for k, v := range e.Xattrs {
+		if err := unix.Fsetxattr(fd, k, v, 0); err != nil {
+			r.log.Warn("tree sync: cannot set xattr", "name", k, "err", err)
+		}
+	}
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(e.Mtime)}
+	return unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH)
 }
 
 // copyRange copies [off, off+n) of src to the same offset of dst.
