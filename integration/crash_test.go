@@ -26,6 +26,28 @@ type entry struct {
 func snapshot(t testing.TB, root string) map[string]entry {
 	t.Helper()
 	out := map[string]entry{}
+	walkTree(t, root, func(rel, p string, fi os.FileInfo) error {
+		e := entry{mode: fi.Mode()}
+		switch {
+		case fi.Mode().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			e.size, e.sum, e.data = int64(len(b)), sha256.Sum256(b), string(b)
+		case fi.Mode()&fs.ModeSymlink != 0:
+			e.linkDest, _ = os.Readlink(p)
+		}
+		out[rel] = e
+		return nil
+	})
+	return out
+}
+
+// walkTree calls fn for every entry below root (georep's own dir
+// excluded) with its root-relative path, its path and its lstat.
+func walkTree(t testing.TB, root string, fn func(rel, p string, fi os.FileInfo) error) {
+	t.Helper()
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -41,24 +63,11 @@ func snapshot(t testing.TB, root string) map[string]entry {
 		if err != nil {
 			return err
 		}
-		e := entry{mode: fi.Mode()}
-		switch {
-		case fi.Mode().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			e.size, e.sum, e.data = int64(len(b)), sha256.Sum256(b), string(b)
-		case fi.Mode()&fs.ModeSymlink != 0:
-			e.linkDest, _ = os.Readlink(p)
-		}
-		out[rel] = e
-		return nil
+		return fn(rel, p, fi)
 	})
 	if err != nil {
-		t.Fatalf("snapshot %s: %v", root, err)
+		t.Fatalf("walk %s: %v", root, err)
 	}
-	return out
 }
 
 // coverage is what a run of journal records names: paths, and the
