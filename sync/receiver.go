@@ -622,14 +622,13 @@ func diverged(err error) bool {
 
 // stagedFile applies a batch's data for one file.
 type stagedFile struct {
-	r     *Receiver
-	path  string
-	whole bool
-	fd    int // -1: the file is not there; its data is skipped
+	r    *Receiver
+	path string
+	fd   int // -1: the file is not there; its data is skipped
 }
 
 func (r *Receiver) openStagedFile(h *FileHeader, repair map[string]bool) *stagedFile {
-	sf := &stagedFile{r: r, path: h.Path, whole: h.Whole, fd: -1}
+	sf := &stagedFile{r: r, path: h.Path, fd: -1}
 	fd, err := openRegular(r.root, h.Path, unix.O_WRONLY)
 	if err == nil {
 		sf.fd = fd
