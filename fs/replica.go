@@ -36,10 +36,17 @@ func (v *Volume) BlockReads() { v.reads.Lock() }
 func (v *Volume) UnblockReads() { v.reads.Unlock() }
 
 // reading admits one read through the mount; call the result when done.
+// Only a read-only mount has a receiver to wait for: a writable one
+// (the primary) skips the gate and its shared cache line.
 func (v *Volume) reading() func() {
+	if !v.ReadOnly() {
+		return noop
+	}
 	v.reads.RLock()
 	return v.reads.RUnlock
 }
+
+func noop() {}
 
 // Quiesce runs fn at a quiet instant: mutating calls are held off (they
 // block, they do not fail) and every write session is cut, so the journal

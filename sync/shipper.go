@@ -417,7 +417,7 @@ func (s *shipper) repair(ctx context.Context, c *Conn, cursor uint64, paths []st
 // ranges of plan p as they are now, read from the file whatever its name
 // has become (the index keeps its paths).
 func (s *shipper) sendFileData(c *Conn, r *journal.Record, p *batchPlan, repair map[string]bool) error {
-	if err := c.Send(TFile, &FileHeader{Path: r.Path, Whole: p.whole}); err != nil {
+	if err := c.Send(TFile, &FileHeader{Path: r.Path}); err != nil {
 		return err
 	}
 	fd := s.openFile(r.Ino, r.Path)

@@ -339,7 +339,7 @@ func (t *treeSender) sendDir(ctx context.Context, fd int, d *Dir) error {
 // fd) as Data, Hole and Keep ranges.
 func (t *treeSender) sendFile(fd int, dir string, want *Want) error {
 	p := joinPath(dir, want.Name)
-	if err := t.c.Send(TFile, &FileHeader{Path: p, Whole: true}); err != nil {
+	if err := t.c.Send(TFile, &FileHeader{Path: p}); err != nil {
 		return err
 	}
 	f, err := unix.Openat(fd, want.Name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)

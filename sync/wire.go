@@ -313,7 +313,6 @@ func (h *Hello) check() error {
 // Welcome answers a Hello: where the server's replica stands.
 type Welcome struct {
 	Proto  int    `json:"proto"`
-	Node   string `json:"node"`
 	Volume string `json:"volume"`
 	Epoch  uint64 `json:"epoch"`
 	// Cursor is the last (epoch, seq) applied durably.
@@ -353,8 +352,6 @@ func (b *BatchBegin) check() error {
 // over Path.
 type FileHeader struct {
 	Path string `json:"path"`
-	// Whole: a batch ships the whole file (the size in FileEnd is final).
-	Whole bool `json:"whole,omitempty"`
 }
 
 func (h *FileHeader) check() error { return checkPath(h.Path) }
@@ -718,5 +715,5 @@ const (
 	fallocZeroRange = 0x10
 )
 
-// secs converts ns since the epoch to a time.
+// nsTime converts ns since the epoch to a time.
 func nsTime(ns int64) time.Time { return time.Unix(0, ns) }
