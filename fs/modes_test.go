@@ -128,3 +128,62 @@ func TestFreezeWaitsForInflight(t *testing.T) {
 	}
 	g.thaw()
 }
+
+// TestFreezeNests checks that nested freezes thaw only at the outermost
+// Thaw (a repair's quiet instant inside a failback commit's freeze).
+func TestFreezeNests(t *testing.T) {
+	var g gate
+	g.init()
+	ctx := context.Background()
+	must(t, g.freeze(ctx))
+	must(t, g.freeze(ctx))
+	g.thaw()
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if errno := g.enter(short); errno != syscall.EINTR {
+		t.Fatalf("enter after the inner thaw: %v, want to stay blocked (EINTR)", errno)
+	}
+	g.thaw()
+	if errno := g.enter(ctx); errno != 0 {
+		t.Fatalf("enter after the outer thaw: %v", errno)
+	}
+	g.leave()
+	g.thaw() // one too many: harmless
+	if errno := g.enter(ctx); errno != 0 {
+		t.Fatalf("enter after an extra thaw: %v", errno)
+	}
+	g.leave()
+}
+
+// TestFenceFailsBlockedWriters freezes the mount with a writer blocked,
+// then fences it: the blocked write fails with EROFS at thaw, new writes
+// fail at once, and nothing more is journaled.
+func TestFenceFailsBlockedWriters(t *testing.T) {
+	tm := newTestMount(t)
+	f, err := os.OpenFile(tm.path("w"), os.O_CREATE|os.O_WRONLY, 0o644)
+	must(t, err)
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	must(t, tm.m.Volume.Freeze(ctx))
+	done := make(chan error, 1)
+	go func() { _, err := f.Write([]byte("blocked")); done <- err }()
+	time.Sleep(100 * time.Millisecond)
+	must(t, tm.m.Volume.Fence(ctx))
+	seq := tm.n.Journal.Seq()
+	tm.m.Volume.Thaw()
+	select {
+	case err := <-done:
+		if !errors.Is(err, syscall.EROFS) {
+			t.Errorf("blocked write after fence and thaw: %v, want EROFS", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("blocked write still blocked after thaw")
+	}
+	if err := os.WriteFile(tm.path("x"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("create on a fenced mount: %v, want EROFS", err)
+	}
+	if got := tm.n.Journal.Seq(); got != seq {
+		t.Errorf("%d records journaled after the fence", got-seq)
+	}
+}

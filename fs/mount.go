@@ -28,6 +28,9 @@ type Options struct {
 	Journal    *journal.Journal
 	// ReadOnly starts the mount in read-only mode (a secondary).
 	ReadOnly bool
+	// Frozen starts the mount frozen (mutating calls block until Thaw):
+	// a primary that restarts first asks its peers whether it still is.
+	Frozen bool
 	// CacheTimeout is the kernel's entry and attribute cache time. Only the
 	// mount changes the backing dir on a primary, so caching is safe there.
 	CacheTimeout time.Duration
@@ -100,6 +103,9 @@ func New(ctx context.Context, o Options) (*Mount, error) {
 	v := &Volume{j: o.Journal, log: o.Logger.With("component", "fs"), open: map[*Node]struct{}{}, asRoot: os.Getuid() == 0}
 	v.gate.init()
 	v.gate.setReadOnly(o.ReadOnly)
+	if o.Frozen {
+		v.gate.frozen = 1
+	}
 	lroot := &gofs.LoopbackRoot{Path: rootPath, Dev: uint64(st.Dev)}
 	rootNode := &Node{LoopbackNode: &gofs.LoopbackNode{RootData: lroot}, vol: v}
 	lroot.RootNode = rootNode

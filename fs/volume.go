@@ -63,11 +63,25 @@ func (v *Volume) SetReadOnly(ro bool) { v.gate.setReadOnly(ro) }
 func (v *Volume) ReadOnly() bool { return v.gate.readOnly() }
 
 // Freeze blocks every new mutating call until Thaw and waits until the
-// calls already running have finished. Readers are not affected.
+// calls already running have finished. Readers are not affected. Freezes
+// nest: the mount thaws at the Thaw of the outermost one.
 func (v *Volume) Freeze(ctx context.Context) error { return v.gate.freeze(ctx) }
 
-// Thaw lets blocked mutating calls proceed.
+// Thaw ends one Freeze; blocked mutating calls proceed once none is left.
 func (v *Volume) Thaw() { v.gate.thaw() }
+
+// Fence makes the mount read-only and returns once no mutating call is in
+// flight and every write session is cut: from then on the journal names
+// every change the mount made, and writers get EROFS. Calls that were
+// blocked by a freeze fail with EROFS when it thaws.
+func (v *Volume) Fence(ctx context.Context) error {
+	v.SetReadOnly(true)
+	if err := v.Freeze(ctx); err != nil {
+		return fmt.Errorf("wait for writes in flight: %w", err)
+	}
+	v.Thaw()
+	return v.Cut()
+}
 
 // Cut ends every open write session, so the journal names all ranges
 // written so far. The sync engine calls it before cutting a batch.
@@ -148,7 +162,7 @@ type gate struct {
 	cond     *sync.Cond
 	ro       bool
 	roFlag   atomic.Bool // ro, for lock-free reads
-	frozen   bool
+	frozen   int         // freezes in force (they nest)
 	inflight int
 }
 
@@ -159,14 +173,14 @@ func (g *gate) init() { g.cond = sync.NewCond(&g.mu) }
 func (g *gate) enter(ctx context.Context) syscall.Errno {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.frozen {
+	if g.frozen > 0 {
 		stop := context.AfterFunc(ctx, func() {
 			g.mu.Lock()
 			g.cond.Broadcast()
 			g.mu.Unlock()
 		})
 		defer stop()
-		for g.frozen {
+		for g.frozen > 0 {
 			if ctx.Err() != nil {
 				return syscall.EINTR
 			}
@@ -201,7 +215,7 @@ func (g *gate) readOnly() bool { return g.roFlag.Load() }
 func (g *gate) freeze(ctx context.Context) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.frozen = true
+	g.frozen++
 	stop := context.AfterFunc(ctx, func() {
 		g.mu.Lock()
 		g.cond.Broadcast()
@@ -210,7 +224,7 @@ func (g *gate) freeze(ctx context.Context) error {
 	defer stop()
 	for g.inflight > 0 {
 		if err := ctx.Err(); err != nil {
-			g.frozen = false
+			g.frozen--
 			g.cond.Broadcast()
 			return err
 		}
@@ -221,7 +235,11 @@ func (g *gate) freeze(ctx context.Context) error {
 
 func (g *gate) thaw() {
 	g.mu.Lock()
-	g.frozen = false
-	g.cond.Broadcast()
+	if g.frozen > 0 {
+		g.frozen--
+	}
+	if g.frozen == 0 {
+		g.cond.Broadcast()
+	}
 	g.mu.Unlock()
 }

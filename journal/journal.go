@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -808,6 +809,87 @@ func (j *Journal) Trim(ctx context.Context, upTo uint64) error {
 	j.mu.Lock()
 	j.trimmed = upTo
 	j.mu.Unlock()
+	return nil
+}
+
+// Reset starts the journal afresh at (seq, epoch): every record and the
+// derived state the Trimmer names are deleted, and the next record gets
+// seq+1. A secondary promoted to primary calls it: its own history is what
+// it received, up to its cursor seq, and its journal continues from there.
+// No mutation may be in flight (the caller has fenced or frozen the
+// mount); an operation with an open intent makes Reset fail.
+func (j *Journal) Reset(ctx context.Context, seq, epoch uint64) error {
+	j.persistMu.Lock()
+	defer j.persistMu.Unlock()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return ErrClosed
+	}
+	if len(j.intents) > 0 {
+		return fmt.Errorf("reset journal: %d operations are in flight", len(j.intents))
+	}
+	n, last, err := j.persist(j.queue)
+	j.queue = j.queue[n:]
+	j.advanceLocked(last)
+	if err == nil {
+		err = j.opts.DB.Sync()
+	}
+	if err != nil {
+		return fmt.Errorf("reset journal: %w", err)
+	}
+	// The log is emptied first: records left in it would otherwise be
+	// replayed past the new seq after a crash. A crash between here and
+	// the metadata update below leaves the journal as it was.
+	if err := j.startWAL(); err != nil {
+		return fmt.Errorf("reset journal: %w", err)
+	}
+	var derived [][]byte
+	if j.opts.Trim != nil {
+		err := j.opts.DB.View(func(txn *badger.Txn) error {
+			var err error
+			derived, err = j.opts.Trim(txn, math.MaxUint64)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("reset journal: %w", err)
+		}
+	}
+	var keys [][]byte
+	err = j.opts.DB.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: keyRecordPrefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reset journal: %w", err)
+	}
+	wb := j.opts.DB.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range append(keys, derived...) {
+		if err := wb.Delete(k); err != nil {
+			return fmt.Errorf("reset journal: %w", err)
+		}
+	}
+	for k, v := range map[string]uint64{string(keySeq): seq, string(keyEpoch): epoch, string(keyTrimmed): seq} {
+		if err := wb.Set([]byte(k), binary.BigEndian.AppendUint64(nil, v)); err != nil {
+			return fmt.Errorf("reset journal: %w", err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("reset journal: %w", err)
+	}
+	if err := j.opts.DB.Sync(); err != nil {
+		return fmt.Errorf("reset journal: %w", err)
+	}
+	j.seq, j.epoch, j.trimmed, j.persisted = seq, epoch, seq, seq
+	j.cond.Broadcast()
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -928,5 +929,71 @@ func TestJournalTrim(t *testing.T) {
 	}
 	if recs := since(t, j, 0); len(recs) != 0 {
 		t.Fatalf("%d records survive a full trim", len(recs))
+	}
+}
+
+// TestJournalReset starts a journal afresh below its old head (a
+// secondary promoted at its cursor): old records and the derived state go,
+// the next record follows the new seq in the new epoch, the log holds
+// nothing that a replay could resurrect, and a reopen agrees.
+func TestJournalReset(t *testing.T) {
+	e := newEnv(t)
+	var trimmedUpTo uint64
+	o := e.options()
+	o.Trim = func(_ *badger.Txn, upTo uint64) ([][]byte, error) {
+		trimmedUpTo = upTo
+		return [][]byte{[]byte("x/derived")}, nil
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(e.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte("x/derived"), []byte("1")) }))
+	j := e.openWith(o)
+	for _, p := range []string{"a", "b", "c", "d", "e"} {
+		mustAppend(t, j, &Record{Op: OpCreate, Path: p})
+	}
+	id, err := j.Intent(OpMkdir, "busy")
+	must(err)
+	if err := j.Reset(context.Background(), 3, 2); err == nil {
+		t.Fatal("Reset with an operation in flight succeeded")
+	}
+	must(j.Abort(id))
+	must(j.Reset(context.Background(), 3, 2))
+	if trimmedUpTo != math.MaxUint64 {
+		t.Errorf("Trimmer asked up to %d, want everything", trimmedUpTo)
+	}
+	if j.Seq() != 3 || j.Epoch() != 2 || j.Trimmed() != 3 {
+		t.Fatalf("after reset: seq %d epoch %d trimmed %d, want 3 2 3", j.Seq(), j.Epoch(), j.Trimmed())
+	}
+	if recs := since(t, j, 0); len(recs) != 0 {
+		t.Fatalf("records left after reset: %v", recs)
+	}
+	if err := e.db.View(func(txn *badger.Txn) error { _, err := txn.Get([]byte("x/derived")); return err }); !errors.Is(err, badger.ErrKeyNotFound) {
+		t.Errorf("derived state left after reset: %v", err)
+	}
+	entries, _ := decodeWAL(e.readWAL())
+	for _, en := range entries {
+		if en.kind == kindRecord {
+			t.Errorf("the log still holds record %d after reset", en.rec.Seq)
+		}
+	}
+	if s := mustAppend(t, j, &Record{Op: OpCreate, Path: "f"}); s != 4 {
+		t.Fatalf("first seq after reset = %d, want 4", s)
+	}
+	flush(t, j)
+	recs := since(t, j, 0)
+	if len(recs) != 1 || recs[0].Seq != 4 || recs[0].Epoch != 2 || recs[0].Path != "f" {
+		t.Fatalf("records after reset: %v", recs)
+	}
+	must(j.Close())
+	j = e.openWith(o)
+	if j.Seq() != 4 || j.Epoch() != 2 || j.Trimmed() != 3 {
+		t.Fatalf("reopened: seq %d epoch %d trimmed %d, want 4 2 3", j.Seq(), j.Epoch(), j.Trimmed())
+	}
+	if recs := since(t, j, 0); len(recs) != 1 || recs[0].Path != "f" {
+		t.Fatalf("records after reopen: %v", recs)
 	}
 }
