@@ -56,7 +56,8 @@ func dialAs(t *testing.T, addr, state, wantID string) (*tls.Conn, error) {
 // sessionOK reports whether the server answered a Hello with a Welcome.
 func sessionOK(c net.Conn) bool {
 	fc := gsync.NewConn(c, 5*time.Second)
-	fc.Send(gsync.THello, &gsync.Hello{Proto: gsync.Proto, Purpose: gsync.PurposeReplicate, Node: "x", Volume: "v", Epoch: 1})
+	fc.Send(gsync.THello, &gsync.Hello{Proto: gsync.Proto, Purpose: gsync.PurposeReplicate, Node: "x", Volume: "v",
+		Claim: &gsync.Claim{Role: gsync.RolePrimary, Epoch: 1}})
 	if fc.Flush() != nil {
 		return false
 	}
@@ -109,7 +110,7 @@ func TestSecurityPlainTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	frame := gsync.AppendFrame(nil, gsync.THello, []byte(`{"proto":1,"purpose":"replicate","node":"p","volume":"v","epoch":1}`))
+	frame := gsync.AppendFrame(nil, gsync.THello, []byte(`{"proto":2,"purpose":"replicate","node":"p","volume":"v","claim":{"role":"primary","epoch":1}}`))
 	c.Write(frame)
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 4096)
@@ -126,6 +127,10 @@ func TestSecurityPlainTCP(t *testing.T) {
 func TestSecurityHostileFrames(t *testing.T) {
 	sec, addr, pState := secondaryAlone(t)
 	sid := strings.TrimSpace(mustGeorep(t, "id", "--state", sec.state))
+	pid := strings.TrimSpace(mustGeorep(t, "id", "--state", pState))
+	// The claim of the primary the secondary trusts: it follows it.
+	claim := &gsync.Claim{Name: "p", Role: gsync.RolePrimary, Epoch: 1, Primary: pid, Seq: 3,
+		History: []gsync.EpochStart{{Epoch: 1, Primary: pid}}}
 	outside := t.TempDir()
 	victim := filepath.Join(outside, "victim")
 	os.WriteFile(victim, []byte("keep me"), 0o644)
@@ -137,7 +142,7 @@ func TestSecurityHostileFrames(t *testing.T) {
 		for i := 0; i < 50; i++ { // the previous session may still be ending
 			if tc, err = dialAs(t, addr, pState, sid); err == nil {
 				c := gsync.NewConn(tc, 5*time.Second)
-				c.Send(gsync.THello, &gsync.Hello{Proto: gsync.Proto, Purpose: gsync.PurposeReplicate, Node: "p", Volume: "vol", Epoch: 1})
+				c.Send(gsync.THello, &gsync.Hello{Proto: gsync.Proto, Purpose: gsync.PurposeReplicate, Node: "p", Volume: "vol", Claim: claim})
 				c.Flush()
 				var w gsync.Welcome
 				if err = c.Expect(gsync.TWelcome, &w); err == nil {
@@ -156,7 +161,7 @@ func TestSecurityHostileFrames(t *testing.T) {
 		t.Helper()
 		c := session(t)
 		defer c.Close()
-		c.Send(gsync.TBatch, &gsync.BatchBegin{First: 1, Last: 1, Epoch: 1})
+		c.Send(gsync.TBatch, &gsync.BatchBegin{First: 1, Last: 1})
 		for i := range recs {
 			recs[i].Seq = 1
 			c.Send(gsync.TRecord, &recs[i])
@@ -179,7 +184,7 @@ func TestSecurityHostileFrames(t *testing.T) {
 		// A symlink is content and is replicated as such; nothing may
 		// ever be resolved through it.
 		c := session(t)
-		c.Send(gsync.TBatch, &gsync.BatchBegin{First: 1, Last: 3, Epoch: 1})
+		c.Send(gsync.TBatch, &gsync.BatchBegin{First: 1, Last: 3})
 		c.Send(gsync.TRecord, &journal.Record{Seq: 1, Op: journal.OpSymlink, Path: "esc", Target: outside})
 		c.Send(gsync.TRecord, &journal.Record{Seq: 2, Op: journal.OpCreate, Path: "esc/pwned", Mode: &mode})
 		c.Send(gsync.TRecord, &journal.Record{Seq: 3, Op: journal.OpTruncate, Path: "esc/victim", Size: new(uint64)})
@@ -198,7 +203,7 @@ func TestSecurityHostileFrames(t *testing.T) {
 		c.Close()
 		// And a tree sync into the link.
 		c2 := session(t)
-		c2.Send(gsync.TTree, &gsync.TreeBegin{Seq: 3, Epoch: 1})
+		c2.Send(gsync.TTree, &gsync.TreeBegin{Seq: 3})
 		c2.Send(gsync.TDir, &gsync.Dir{Path: "esc", Self: &gsync.Entry{Mode: 0o40755}, Full: true})
 		c2.Flush()
 		var w gsync.Wants

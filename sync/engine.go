@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	gosync "sync"
+	"sync/atomic"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -34,11 +35,11 @@ type Config struct {
 	Journal  *journal.Journal
 	Index    *index.Index
 	// Root is the descriptor of the backing dir.
-	Root int
-	// Primary: ship to every peer. Otherwise receive.
-	Primary bool
-	Source  Source // the primary's mount
-	Sink    Sink   // a secondary's mount
+	Root   int
+	Source Source // the mount, for shipping while primary
+	Sink   Sink   // the mount, for applying while secondary
+	// Roles decides who may replicate to this node (package failover).
+	Roles Roles
 	// Listen is the address peers connect to ("" listens nowhere).
 	Listen string
 	// Schedule is a cron spec; empty means continuous replication.
@@ -51,18 +52,35 @@ type Config struct {
 	Logger    *slog.Logger
 }
 
-// Engine is a node's replication: the shippers of a primary, the
-// receiver of a secondary, and the listener peers connect to.
+// Handler serves a connection opened for one of the failover package's
+// purposes, after the engine answered its Hello with a Welcome.
+type Handler func(ctx context.Context, peer node.Peer, c *Conn, h *Hello) error
+
+// Engine is a node's replication: the listener peers connect to, the
+// receiver that applies what a primary sends, and, while this node is the
+// primary, a shipper per peer. Which of the two roles it plays is the
+// failover package's to switch (StartShipping, StopShipping).
 type Engine struct {
 	cfg      Config
 	log      *slog.Logger
-	volume   string
 	schedule cron.Schedule
 	recv     *Receiver
+	handlers map[string]Handler
+
+	volMu  gosync.Mutex
+	volume string
 
 	mu       gosync.Mutex
 	shippers map[string]*shipper
-	trimMu   gosync.Mutex
+	// shipCtx is the shippers' context, shipCancel ends them; both nil
+	// while not shipping.
+	shipCtx    context.Context
+	shipCancel context.CancelFunc
+	shipWG     gosync.WaitGroup
+	wake       chan struct{}
+	trimMu     gosync.Mutex
+	// low is the seq every peer has acknowledged (BatchBegin.Trim).
+	low atomic.Uint64
 }
 
 var keyVolume = []byte("vol/id")
@@ -71,13 +89,16 @@ var keyVolume = []byte("vol/id")
 // after applying that many records.
 const crashEnv = "GEOREP_TEST_CRASH_AFTER_RECORDS"
 
-// New prepares the engine. A primary gets its volume ID here, created on
-// its first start.
+// New prepares the engine.
 func New(cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger.With("component", "sync"), shippers: map[string]*shipper{}}
+	if cfg.Roles == nil {
+		return nil, errors.New("sync engine without roles")
+	}
+	e := &Engine{cfg: cfg, log: cfg.Logger.With("component", "sync"), shippers: map[string]*shipper{},
+		handlers: map[string]Handler{}, wake: make(chan struct{}, 1)}
 	if cfg.Schedule != "" {
 		s, err := cron.ParseStandard(cfg.Schedule)
 		if err != nil {
@@ -85,33 +106,26 @@ func New(cfg Config) (*Engine, error) {
 		}
 		e.schedule = s
 	}
-	if !cfg.Primary {
-		r, err := NewReceiver(cfg.Root, cfg.DB, cfg.StateDir, cfg.Sink, cfg.Logger)
-		if err != nil {
-			return nil, err
-		}
-		r.PostApply = cfg.PostApply
-		if n, err := strconv.Atoi(os.Getenv(crashEnv)); err == nil && n > 0 {
-			r.crashAfter = n
-		}
-		e.recv = r
-		st, _ := r.State()
-		e.volume = st.Volume
-		return e, nil
-	}
-	vol, err := e.loadVolume()
+	r, err := NewReceiver(cfg.Root, cfg.DB, cfg.StateDir, cfg.Sink, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
-	e.volume = vol
+	r.PostApply = cfg.PostApply
+	r.roles = cfg.Roles
+	if n, err := strconv.Atoi(os.Getenv(crashEnv)); err == nil && n > 0 {
+		r.crashAfter = n
+	}
+	e.recv = r
+	if e.volume, err = e.loadVolume(); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 
-// loadVolume reads the volume ID, creating it on a primary's first start
-// (or adopting the one it replicated as a secondary).
+// loadVolume reads the volume ID ("" on a node that never held one).
 func (e *Engine) loadVolume() (string, error) {
 	var vol string
-	err := e.cfg.DB.Update(func(txn *badger.Txn) error {
+	err := e.cfg.DB.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(keyVolume)
 		if err == nil {
 			return it.Value(func(v []byte) error { vol = string(v); return nil })
@@ -119,19 +133,9 @@ func (e *Engine) loadVolume() (string, error) {
 		if !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
-		if rs, err := txn.Get(keyReplica); err == nil {
-			var st ReplicaState
-			if err := rs.Value(func(v []byte) error { return json.Unmarshal(v, &st) }); err != nil {
-				return err
-			}
-			vol = st.Volume
-		}
-		if vol == "" {
-			b := make([]byte, 16)
-			rand.Read(b)
-			vol = hex.EncodeToString(b)
-		}
-		return txn.Set(keyVolume, []byte(vol))
+		st, _ := e.recv.State() // a replica of an older release kept it there
+		vol = st.Volume
+		return nil
 	})
 	if err != nil {
 		return "", fmt.Errorf("volume ID: %w", err)
@@ -141,15 +145,36 @@ func (e *Engine) loadVolume() (string, error) {
 
 // Volume is the volume ID ("" on a secondary that never synced).
 func (e *Engine) Volume() string {
-	if e.recv != nil {
-		st, _ := e.recv.State()
-		return st.Volume
-	}
+	e.volMu.Lock()
+	defer e.volMu.Unlock()
 	return e.volume
 }
 
-// Receiver is a secondary's receiver (nil on a primary).
+// SetVolume makes this node's volume ID vol if it has none yet; "" makes
+// a new one (the first primary of a volume).
+func (e *Engine) SetVolume(vol string) error {
+	e.volMu.Lock()
+	defer e.volMu.Unlock()
+	if e.volume != "" {
+		return nil
+	}
+	if vol == "" {
+		b := make([]byte, 16)
+		rand.Read(b)
+		vol = hex.EncodeToString(b)
+	}
+	if err := e.cfg.DB.Update(func(txn *badger.Txn) error { return txn.Set(keyVolume, []byte(vol)) }); err != nil {
+		return fmt.Errorf("persist volume ID: %w", err)
+	}
+	e.volume = vol
+	return nil
+}
+
+// Receiver is the node's receiver.
 func (e *Engine) Receiver() *Receiver { return e.recv }
+
+// Handle serves connections opened for purpose with h.
+func (e *Engine) Handle(purpose string, h Handler) { e.handlers[purpose] = h }
 
 // RecoverStaged redoes a batch a secondary staged but did not finish,
 // in the backing dir at path root, before the replica is mounted.
@@ -178,11 +203,12 @@ func (nopSink) Invalidate([]*journal.Record) {}
 
 func (e *Engine) continuous() bool { return e.schedule == nil }
 
-// Run serves until ctx ends: the listener, and on a primary a shipper per
-// peer (peers added later are picked up).
+// Run serves until ctx ends: the listener, the schedule, and the
+// shippers while this node ships (peers added later are picked up).
 func (e *Engine) Run(ctx context.Context) error {
 	var wg gosync.WaitGroup
 	defer wg.Wait()
+	defer e.StopShipping()
 	if e.cfg.Listen != "" {
 		ln, err := net.Listen("tcp", e.cfg.Listen)
 		if err != nil {
@@ -191,10 +217,6 @@ func (e *Engine) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); e.serve(ctx, ln) }()
 	}
-	if !e.cfg.Primary {
-		<-ctx.Done()
-		return nil
-	}
 	if e.schedule != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); e.scheduled(ctx) }()
@@ -202,36 +224,94 @@ func (e *Engine) Run(ctx context.Context) error {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
-		if err := e.startShippers(ctx, &wg); err != nil {
+		if err := e.startShippers(); err != nil {
 			e.log.Error("read peers", "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-e.wake:
 		}
 	}
 }
 
-func (e *Engine) startShippers(ctx context.Context, wg *gosync.WaitGroup) error {
+// StartShipping makes this node ship to every peer (it became primary).
+func (e *Engine) StartShipping(ctx context.Context) {
+	e.mu.Lock()
+	if e.shipCancel == nil {
+		sctx, cancel := context.WithCancel(ctx)
+		e.shipCtx, e.shipCancel = sctx, cancel
+		e.mu.Unlock()
+		if err := e.startShippersCtx(sctx); err != nil {
+			e.log.Error("read peers", "err", err)
+		}
+	} else {
+		e.mu.Unlock()
+	}
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// StopShipping ends every shipper and returns once they have stopped.
+func (e *Engine) StopShipping() {
+	e.mu.Lock()
+	cancel := e.shipCancel
+	e.shipCancel = nil
+	e.shipCtx = nil
+	e.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	cancel()
+	e.shipWG.Wait()
+	e.mu.Lock()
+	e.shippers = map[string]*shipper{}
+	e.mu.Unlock()
+}
+
+// Shipping reports whether the shippers run.
+func (e *Engine) Shipping() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.shipCancel != nil
+}
+
+func (e *Engine) startShippers() error {
+	e.mu.Lock()
+	ctx := e.shipCtx
+	e.mu.Unlock()
+	if ctx == nil {
+		return nil
+	}
+	return e.startShippersCtx(ctx)
+}
+
+func (e *Engine) startShippersCtx(ctx context.Context) error {
 	peers, err := node.Peers(e.cfg.StateDir)
 	if err != nil {
 		return err
 	}
+	epoch := e.cfg.Roles.Claim().Epoch
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.shipCtx != ctx || ctx.Err() != nil {
+		return nil
+	}
 	for _, p := range peers {
 		if _, ok := e.shippers[p.ID]; ok {
 			continue
 		}
 		s := &shipper{e: e, peer: p, log: e.log.With("peer", p.Name), kick: make(chan struct{}, 1),
 			state: StateDisconnected, since: time.Now()}
-		if rec, err := e.loadPeer(p.ID); err == nil {
+		if rec, err := e.loadPeer(p.ID); err == nil && rec.Epoch == epoch {
 			s.acked, s.lastSynced = rec.Acked, rec.LastSynced
 		}
 		e.shippers[p.ID] = s
-		wg.Add(1)
-		go func() { defer wg.Done(); s.run(ctx) }()
+		e.shipWG.Add(1)
+		go func() { defer e.shipWG.Done(); s.run(ctx) }()
 	}
 	return nil
 }
@@ -245,6 +325,9 @@ func (e *Engine) scheduled(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(time.Until(next)):
+		}
+		if !e.Shipping() {
+			continue
 		}
 		if err := e.preSync(ctx); err != nil {
 			e.log.Error("pre-sync hook failed; skipping this scheduled sync", "err", err)
@@ -265,26 +348,69 @@ func (e *Engine) kickAll() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, s := range e.shippers {
-		select {
-		case s.kick <- struct{}{}:
-		default:
+		s.kickNow()
+	}
+}
+
+// Kick makes the shipper of the peer with node ID id ship (or reconnect)
+// now.
+func (e *Engine) Kick(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s := e.shippers[id]; s != nil {
+		s.kickNow()
+	}
+}
+
+// Acked is what the shipper of the peer with node ID id knows of it: its
+// acknowledged seq, and whether it is connected, in line with the
+// journal's records (no comparison or full sync running). ok is false
+// when this node does not ship to that peer.
+func (e *Engine) Acked(id string) (acked uint64, live, ok bool) {
+	e.mu.Lock()
+	s := e.shippers[id]
+	e.mu.Unlock()
+	if s == nil {
+		return 0, false, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	live = (s.state == StateInSync || s.state == StateSyncing) && !s.tree.Running
+	return s.acked, live, true
+}
+
+// PeerStatus is this node's view of the peer with node ID id, if it
+// ships to it.
+func (e *Engine) PeerStatus(ctx context.Context, id string) *PeerStatus {
+	for _, p := range e.Peers(ctx) {
+		if p.ID == id {
+			return &p
 		}
 	}
+	return nil
+}
+
+// TrustedPeer is the trusted peer with node ID id.
+func (e *Engine) TrustedPeer(id string) (node.Peer, bool) { return e.peer(id) }
+
+// Peers lists the trusted peers.
+func (e *Engine) TrustedPeers() ([]node.Peer, error) { return node.Peers(e.cfg.StateDir) }
+
+// peer is the trusted peer with node ID id.
+func (e *Engine) peer(id string) (node.Peer, bool) {
+	peers, err := node.Peers(e.cfg.StateDir)
+	if err != nil {
+		e.log.Error("read peers", "err", err)
+		return node.Peer{}, false
+	}
+	return TrustPeers(peers)(id)
 }
 
 // serve accepts peers' connections: TLS 1.3, both sides pinned by node
 // ID, so an unknown peer fails in the handshake.
 func (e *Engine) serve(ctx context.Context, ln net.Listener) {
 	go func() { <-ctx.Done(); ln.Close() }()
-	trust := func(id string) (node.Peer, bool) {
-		peers, err := node.Peers(e.cfg.StateDir)
-		if err != nil {
-			e.log.Error("read peers", "err", err)
-			return node.Peer{}, false
-		}
-		return TrustPeers(peers)(id)
-	}
-	conf := ServerConfig(e.cfg.Cert, trust)
+	conf := ServerConfig(e.cfg.Cert, e.peer)
 	for {
 		raw, err := ln.Accept()
 		if err != nil {
@@ -311,15 +437,18 @@ func (e *Engine) handle(ctx context.Context, raw net.Conn, conf *tls.Config) {
 	}
 	stop := context.AfterFunc(ctx, func() { tc.Close() })
 	defer stop()
-	peerID := PeerID(tc.ConnectionState())
-	log := e.log.With("from", raw.RemoteAddr().String(), "peer", peerID)
+	peer, ok := e.peer(PeerID(tc.ConnectionState()))
+	if !ok {
+		return // removed from the trust store since the handshake
+	}
+	log := e.log.With("from", raw.RemoteAddr().String(), "peer", peer.Name)
 	c := NewConn(tc, idleTimeout)
 	var h Hello
 	if err := c.Expect(THello, &h); err != nil {
 		log.Warn("bad hello", "err", err)
 		return
 	}
-	err = e.dispatch(ctx, c, &h)
+	err = e.dispatch(ctx, c, peer, &h)
 	if err != nil {
 		log.Warn("session ended", "purpose", h.Purpose, "err", err)
 		c.Send(TError, &ErrorMsg{Msg: oneLine(err)})
@@ -327,20 +456,132 @@ func (e *Engine) handle(ctx context.Context, raw net.Conn, conf *tls.Config) {
 	}
 }
 
-func (e *Engine) dispatch(ctx context.Context, c *Conn, h *Hello) error {
+// claim is this node's claim, for a Hello or Welcome.
+func (e *Engine) claim() *Claim {
+	c := e.cfg.Roles.Claim()
+	return &c
+}
+
+func (e *Engine) dispatch(ctx context.Context, c *Conn, peer node.Peer, h *Hello) error {
 	if h.Proto != Proto {
 		return fmt.Errorf("protocol %d is not spoken here (%d is)", h.Proto, Proto)
 	}
-	if e.recv == nil {
-		return errors.New("this node is a primary; it does not accept replication")
+	if vol := e.Volume(); vol != "" && h.Volume != "" && vol != h.Volume {
+		return refuse(c, e.claim(), fmt.Errorf("this node holds volume %s, %s serves %s", vol, peer.Name, h.Volume))
 	}
+	e.cfg.Roles.Observe(peer, h.Claim)
 	switch h.Purpose {
 	case PurposeReplicate:
-		return e.recv.serveReplicate(ctx, c, h)
+		if h.Volume == "" {
+			return refuse(c, e.claim(), errors.New("a primary without a volume ID"))
+		}
+		if e.cfg.Roles.Accepts(peer, h.Claim) == nil {
+			if err := e.SetVolume(h.Volume); err != nil {
+				return err
+			}
+		}
+		return e.recv.serveReplicate(ctx, c, peer, h, e.claim)
 	case PurposeVerify:
-		return e.recv.serveVerify(ctx, c, h)
+		return e.recv.serveVerify(ctx, c, h, e.claim())
 	}
-	return protoErr("unknown purpose %q", h.Purpose)
+	fn := e.handlers[h.Purpose]
+	if fn == nil {
+		return refuse(c, e.claim(), fmt.Errorf("purpose %q is not served here", h.Purpose))
+	}
+	if err := c.Send(TWelcome, &Welcome{Proto: Proto, Volume: e.Volume(), Claim: e.claim()}); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return err
+	}
+	return fn(ctx, peer, c, h)
+}
+
+// Dial opens a connection to peer for purpose: mutual TLS, a Hello with
+// this node's claim, and the peer's Welcome, whose claim is observed. A
+// refusal is an error (with the Welcome, whose claim says more).
+func (e *Engine) Dial(ctx context.Context, peer node.Peer, purpose string) (*Conn, *Welcome, error) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", peer.Addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to %s at %s: %w", peer.Name, peer.Addr, err)
+	}
+	tc := tls.Client(raw, ClientConfig(e.cfg.Cert, peer.ID))
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		raw.Close()
+		return nil, nil, fmt.Errorf("TLS handshake with %s at %s: %w", peer.Name, peer.Addr, err)
+	}
+	c := NewConn(tc, idleTimeout)
+	stop := context.AfterFunc(hctx, func() { c.Close() })
+	defer stop()
+	h := Hello{Proto: Proto, Purpose: purpose, Node: e.cfg.Self.Name, Volume: e.Volume(), Claim: e.claim()}
+	if err := c.Send(THello, &h); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	if err := c.Flush(); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	var w Welcome
+	if err := c.Expect(TWelcome, &w); err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("%s: %w", peer.Name, err)
+	}
+	if w.Claim != nil {
+		e.cfg.Roles.Observe(peer, w.Claim)
+	}
+	if w.Refused != "" {
+		c.Close()
+		return nil, &w, fmt.Errorf("%s refused: %s", peer.Name, w.Refused)
+	}
+	return c, &w, nil
+}
+
+// historySince calls fn for the records of this node's history with seq
+// > after, in order, until fn returns false: first those it received
+// before it became primary (from its received log, up to where its own
+// journal starts), then its journal's. A received write record becomes a
+// resync of its path: the data is here, but not by the inode the record
+// names, which belongs to the primary it came from.
+func (e *Engine) historySince(ctx context.Context, after uint64, fn func(*journal.Record) bool) error {
+	j := e.cfg.Journal
+	if start := j.Trimmed(); after < start {
+		st, _ := e.recv.State()
+		end := min(start, st.Cursor)
+		stopped := false
+		err := e.recv.ReceivedSince(ctx, after, func(r *journal.Record) bool {
+			if r.Seq > end {
+				return false
+			}
+			if r.Op == journal.OpWrite || r.Op == journal.OpFallocate && r.Flags&^uint32(fallocKeepSize|fallocPunchHole|fallocZeroRange) != 0 {
+				r = &journal.Record{Seq: r.Seq, Epoch: r.Epoch, Time: r.Time, Op: journal.OpResync, Path: r.Path}
+			}
+			r.Ino = 0
+			if !fn(r) {
+				stopped = true
+			}
+			return !stopped
+		})
+		if err != nil || stopped {
+			return err
+		}
+		after = max(after, start)
+	}
+	return j.Since(ctx, after, fn)
+}
+
+// historyFloor is the lowest cursor from which historySince serves every
+// record.
+func (e *Engine) historyFloor() uint64 {
+	start := e.cfg.Journal.Trimmed()
+	st, _ := e.recv.State()
+	if st.RLFrom < start && st.Cursor >= start {
+		return st.RLFrom
+	}
+	return start
 }
 
 func peerKey(id string) []byte { return []byte("sp/" + id) }
@@ -387,10 +628,15 @@ func (e *Engine) trim() {
 		low = min(low, s.acked)
 		s.mu.Unlock()
 	}
+	e.low.Store(low)
 	if low > e.cfg.Journal.Trimmed() {
 		if err := e.cfg.Journal.Trim(context.Background(), low); err != nil {
 			e.log.Error("trim journal", "upto", low, "err", err)
 		}
+	}
+	// What this node received before its promotion is history too.
+	if err := e.recv.TrimReceived(low); err != nil {
+		e.log.Error("trim received log", "upto", low, "err", err)
 	}
 }
 
@@ -464,7 +710,7 @@ func cmpStr(a, b string) int {
 // kicks every shipper. It returns the seq that every peer has once it is
 // in sync with this call.
 func (e *Engine) Sync(ctx context.Context) (uint64, error) {
-	if !e.cfg.Primary {
+	if !e.Shipping() {
 		return 0, errors.New("this node is a secondary: run sync on the primary")
 	}
 	if err := e.preSync(ctx); err != nil {

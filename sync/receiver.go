@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/georep/georep/journal"
+	"github.com/georep/georep/node"
 )
 
 // Sink is what the receiver needs from a secondary's mount (fs.Volume).
@@ -35,15 +36,24 @@ type Sink interface {
 // ReplicaState is what a secondary persists about its replica, in one
 // badger key updated in the transaction that logs a batch's records.
 type ReplicaState struct {
-	Volume      string `json:"volume,omitempty"`
-	Epoch       uint64 `json:"epoch"`
-	CursorEpoch uint64 `json:"cursor_epoch"`
-	Cursor      uint64 `json:"cursor"`
+	// Volume is kept for state dirs written before the volume ID moved to
+	// the engine (vol/id).
+	Volume string `json:"volume,omitempty"`
+	// Cursor is the last seq applied durably, in History: the epochs of
+	// the primaries the replica's records came from.
+	Cursor  uint64       `json:"cursor"`
+	History []EpochStart `json:"history,omitempty"`
 	// Full: the replica is not (yet) a consistent copy of any instant of
 	// the primary; the next session starts with a full tree sync.
 	Full bool `json:"full"`
-	// Repair lists paths found diverged and not compared yet.
+	// Repair lists paths found diverged and not compared yet. Applied
+	// renames carry them along.
 	Repair []string `json:"repair,omitempty"`
+	// Unsettled: a comparison began and did not finish, so paths beyond
+	// Repair may hold a state newer than the cursor.
+	Unsettled bool `json:"unsettled,omitempty"`
+	// RLFrom: the received log holds every record in (RLFrom, Cursor].
+	RLFrom uint64 `json:"rl_from"`
 	// Applied is when the last batch was applied.
 	Applied time.Time `json:"applied"`
 }
@@ -64,6 +74,9 @@ type Receiver struct {
 	stageDir string
 	sink     Sink
 	log      *slog.Logger
+	// roles admits primaries and rebases the replica on a new history
+	// (nil: any primary, no rebase; tests of the applying side).
+	roles Roles
 	// PostApply, if set, runs after each applied batch, in the
 	// background (the post-apply hook).
 	PostApply func()
@@ -77,6 +90,10 @@ type Receiver struct {
 	noSync bool
 
 	session gosync.Mutex // one replication session at a time
+	// sessMu guards preempt, which ends the running session (its
+	// connection) so a newer one can take over.
+	sessMu  gosync.Mutex
+	preempt context.CancelFunc
 
 	mu    gosync.Mutex
 	state ReplicaState
@@ -195,32 +212,83 @@ func (r *Receiver) Recover(ctx context.Context) error {
 	}
 	r.log.Info("redoing the staged batch interrupted by a stop")
 	_, err := r.applyStaged(ctx)
+	if errors.Is(err, ErrProtocol) || errors.Is(err, ErrBadPath) {
+		// Every frame was checked before it was staged: the stage is
+		// damaged. What it applied is unknown, so the paths changed since
+		// the cursor are compared when the primary comes.
+		r.log.Error("the staged batch is damaged: dropping it; the primary compares what changed since the cursor", "err", err)
+		os.Remove(r.stagePath())
+		os.Remove(r.progressPath())
+		r.mu.Lock()
+		st := r.state
+		r.mu.Unlock()
+		st.Unsettled = true
+		return r.commit(st, nil)
+	}
 	return err
 }
 
-// serveReplicate runs one replication session from a primary.
-func (r *Receiver) serveReplicate(ctx context.Context, c *Conn, h *Hello) error {
-	if !r.session.TryLock() {
-		return errors.New("another replication session is running")
+// checkStaged checks one frame of a batch as it arrives.
+func checkStaged(f Frame) error {
+	var err error
+	switch f.Type {
+	case TRecord:
+		var rec journal.Record
+		if err = DecodeJSON(f, &rec); err == nil {
+			if err = checkRecord(&rec); err != nil {
+				err = fmt.Errorf("record %d: %w", rec.Seq, err)
+			}
+		}
+	case TFile:
+		err = DecodeJSON(f, new(FileHeader))
+	case TData:
+		_, _, err = DecodeData(f)
+	case THole:
+		_, _, err = DecodeRange(f)
+	case TFileEnd:
+		err = DecodeJSON(f, new(FileEnd))
+	case TBatchEnd:
+		err = DecodeJSON(f, new(BatchEnd))
+	default:
+		err = protoErr("unexpected %s frame in a batch", f.Type)
 	}
-	defer r.session.Unlock()
+	return err
+}
+
+// serveReplicate runs one replication session from a primary: it
+// refuses a primary this node does not follow, takes the session over
+// from an older one, finishes a batch left staged, lets the failover side
+// bring the replica onto the primary's history (Join), and then applies
+// what the primary sends until the connection ends or the primary is
+// deposed.
+func (r *Receiver) serveReplicate(ctx context.Context, c *Conn, peer node.Peer, h *Hello, claim func() *Claim) error {
+	if err := r.accepts(peer, h.Claim); err != nil {
+		return refuse(c, claim(), err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(sctx, func() { c.Close() })
+	defer stop()
+	release, err := r.acquire(sctx, cancel)
+	if err != nil {
+		return refuse(c, claim(), err)
+	}
+	defer release()
+	// A batch staged by an interrupted session is finished first: it
+	// came from a primary this node followed, and Join must see it.
+	if err := r.Recover(ctx); err != nil {
+		return err
+	}
+	if r.roles != nil {
+		if err := r.roles.Join(sctx, peer, h.Claim); err != nil {
+			return refuse(c, claim(), fmt.Errorf("join the history of %s: %w", peer.Name, err))
+		}
+	}
 	r.mu.Lock()
 	st := r.state
 	r.mu.Unlock()
-	if st.Volume != "" && h.Volume != st.Volume {
-		return fmt.Errorf("this replica belongs to volume %s, the primary serves %s", st.Volume, h.Volume)
-	}
-	if h.Epoch < st.Epoch {
-		return fmt.Errorf("the primary's epoch %d is older than this node's %d", h.Epoch, st.Epoch)
-	}
-	if st.Volume == "" || h.Epoch > st.Epoch {
-		st.Volume, st.Epoch = h.Volume, h.Epoch
-		if err := r.commit(st, nil); err != nil {
-			return err
-		}
-	}
-	w := Welcome{Proto: Proto, Volume: st.Volume, Epoch: st.Epoch, CursorEpoch: st.CursorEpoch,
-		Cursor: st.Cursor, Full: st.Full, Repair: st.Repair}
+	w := Welcome{Proto: Proto, Volume: h.Volume, Claim: claim(), Cursor: st.Cursor, Full: st.Full,
+		Repair: st.Repair, Unsettled: st.Unsettled}
 	if err := c.Send(TWelcome, &w); err != nil {
 		return err
 	}
@@ -230,10 +298,18 @@ func (r *Receiver) serveReplicate(ctx context.Context, c *Conn, h *Hello) error 
 	for {
 		f, err := c.Read()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
+			if errors.Is(err, io.EOF) || sctx.Err() != nil {
 				return nil
 			}
 			return err
+		}
+		switch f.Type {
+		case TPing:
+		case TBatch, TTree:
+			// The primary may have been deposed since the session began.
+			if err := r.accepts(peer, h.Claim); err != nil {
+				return err
+			}
 		}
 		switch f.Type {
 		case TPing:
@@ -242,7 +318,7 @@ func (r *Receiver) serveReplicate(ctx context.Context, c *Conn, h *Hello) error 
 			if err := DecodeJSON(f, &b); err != nil {
 				return err
 			}
-			if err := r.receiveBatch(ctx, c, f); err != nil {
+			if err := r.receiveBatch(ctx, c, f, &b); err != nil {
 				return err
 			}
 		case TTree:
@@ -259,9 +335,69 @@ func (r *Receiver) serveReplicate(ctx context.Context, c *Conn, h *Hello) error 
 	}
 }
 
+// refuse answers a Hello with this node's claim and why it will not serve.
+func refuse(c *Conn, claim *Claim, why error) error {
+	c.Send(TWelcome, &Welcome{Proto: Proto, Claim: claim, Refused: oneLine(why)})
+	c.Flush()
+	return why
+}
+
+func (r *Receiver) accepts(peer node.Peer, c *Claim) error {
+	if r.roles == nil {
+		return nil
+	}
+	return r.roles.Accepts(peer, c)
+}
+
+// sessionWait bounds how long a new session waits for the one it
+// preempted to end.
+const sessionWait = 15 * time.Second
+
+// acquire ends the running session, if any, and takes its place; cancel
+// ends this one in turn. Call the result when the session ends.
+func (r *Receiver) acquire(ctx context.Context, cancel context.CancelFunc) (func(), error) {
+	r.sessMu.Lock()
+	if r.preempt != nil {
+		r.preempt()
+	}
+	r.sessMu.Unlock()
+	deadline := time.Now().Add(sessionWait)
+	for !r.session.TryLock() {
+		if time.Now().After(deadline) {
+			return nil, errors.New("another replication session is running")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	r.sessMu.Lock()
+	r.preempt = cancel
+	r.sessMu.Unlock()
+	return func() {
+		r.sessMu.Lock()
+		r.preempt = nil
+		r.sessMu.Unlock()
+		r.session.Unlock()
+	}, nil
+}
+
+// Preempt ends the running replication session, if any, and returns once
+// it has ended (a batch being applied is finished first). Sessions a
+// primary opens later are the roles' to refuse.
+func (r *Receiver) Preempt(ctx context.Context) error {
+	release, err := r.acquire(ctx, func() {})
+	if err != nil {
+		return err
+	}
+	release()
+	return nil
+}
+
 // receiveBatch stages the batch that begins with frame first, applies it
 // and acknowledges it.
-func (r *Receiver) receiveBatch(ctx context.Context, c *Conn, first Frame) error {
+func (r *Receiver) receiveBatch(ctx context.Context, c *Conn, first Frame, begin *BatchBegin) error {
 	tmp := r.stagePath() + ".tmp"
 	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -289,14 +425,13 @@ func (r *Receiver) receiveBatch(ctx context.Context, c *Conn, first Frame) error
 			out.Close()
 			return fmt.Errorf("receive batch: %w", noEOF(err))
 		}
-		switch f.Type {
-		case TRecord, TFile, TData, THole, TFileEnd:
-		case TBatchEnd:
-			done = true
-		default:
+		// Every frame is checked before it is staged: a batch that
+		// cannot be applied whole is refused before any of it is.
+		if err := checkStaged(f); err != nil {
 			out.Close()
-			return protoErr("unexpected %s frame in a batch", f.Type)
+			return err
 		}
+		done = f.Type == TBatchEnd
 		if err := stage(f); err != nil {
 			out.Close()
 			return fmt.Errorf("stage batch: %w", err)
@@ -335,6 +470,9 @@ func (r *Receiver) receiveBatch(ctx context.Context, c *Conn, first Frame) error
 	}
 	if r.PostApply != nil {
 		go r.PostApply()
+	}
+	if err := r.TrimReceived(begin.Trim); err != nil {
+		r.log.Warn("trim received log", "err", err)
 	}
 	return nil
 }
@@ -405,7 +543,9 @@ func (r *Receiver) applyStaged(ctx context.Context) (*Ack, error) {
 	var begin BatchBegin
 	var end *BatchEnd
 	var received [][]byte
-	repair := map[string]bool{}
+	r.mu.Lock()
+	repair := NewPathSet(r.state.Repair...)
+	r.mu.Unlock()
 	var file *stagedFile
 	for i := int64(0); end == nil; i++ {
 		if err := ctx.Err(); err != nil {
@@ -431,21 +571,33 @@ func (r *Receiver) applyStaged(ctx context.Context) (*Ack, error) {
 			}
 			received = append(received, slices.Clone(fr.Payload))
 			changed = append(changed, &rec)
+			exchange := rec.Op == journal.OpRename && rec.Flags&renameExchange != 0
 			if i <= done {
+				// Applied before a stop, which lost whether it fitted
+				// the replica: its paths are compared to be sure.
+				if rec.Op == journal.OpRename {
+					repair.Move(rec.Path, rec.NewPath, exchange)
+				}
+				repair.Add(rec.Paths()...)
 				continue
 			}
-			exchange := rec.Op == journal.OpRename && rec.Flags&renameExchange != 0
-			if exchange && i == done+1 && exA != 0 && r.swapped(rec.Path, rec.NewPath, exA, exB) {
+			if rec.Op == journal.OpResync {
+				// The primary cannot vouch for this path: compare it.
+				repair.Add(rec.Path)
+			} else if exchange && i == done+1 && exA != 0 && r.swapped(rec.Path, rec.NewPath, exA, exB) {
 				// Exchanged before the stop.
+				repair.Move(rec.Path, rec.NewPath, true)
 			} else if err := r.applyRecord(app, &rec, exchange, i, mark); err != nil {
 				if !diverged(err) {
 					return nil, err
 				}
 				r.log.Warn("record does not apply: the replica differs here; the path will be compared", "seq", rec.Seq, "op", rec.Op, "path", rec.Path, "err", err)
-				for _, p := range rec.Paths() {
-					repair[p] = true
-				}
+				repair.Add(rec.Paths()...)
 			} else {
+				if rec.Op == journal.OpRename {
+					// Paths to compare move with what they name.
+					repair.Move(rec.Path, rec.NewPath, exchange)
+				}
 				switch rec.Op {
 				case journal.OpLink:
 					r.noteLink(rec.Ino, rec.NewPath)
@@ -509,20 +661,79 @@ func (r *Receiver) applyStaged(ctx context.Context) (*Ack, error) {
 	r.mu.Lock()
 	st := r.state
 	r.mu.Unlock()
-	st.Cursor, st.CursorEpoch, st.Applied = end.Seq, begin.Epoch, time.Now()
-	for p := range repair {
-		if !slices.Contains(st.Repair, p) {
-			st.Repair = append(st.Repair, p)
-		}
-	}
+	st.Cursor, st.Applied, st.Repair = end.Seq, time.Now(), repair.List()
 	if err := r.commit(st, received); err != nil {
 		return nil, err
 	}
 	os.Remove(r.stagePath())
 	os.Remove(r.progressPath())
-	r.log.Debug("batch applied", "first", begin.First, "seq", end.Seq, "records", len(received), "repair", len(repair))
-	return &Ack{Seq: end.Seq, Epoch: st.Epoch, Repair: st.Repair}, nil
+	r.log.Info("batch applied", "first", begin.First, "seq", end.Seq, "records", len(received), "repair", len(st.Repair))
+	return &Ack{Seq: end.Seq, Repair: st.Repair}, nil
 }
+
+// PathSet is an ordered set of volume paths that follows renames: a path
+// added before a rename(from, to) is found under to afterwards. The
+// receiver keeps the paths it must compare in one; the failover side
+// names a node's divergent changes with one.
+type PathSet struct {
+	paths []string
+	has   map[string]bool
+}
+
+// NewPathSet returns a set holding paths.
+func NewPathSet(paths ...string) *PathSet {
+	s := &PathSet{has: map[string]bool{}}
+	s.Add(paths...)
+	return s
+}
+
+// Add adds paths.
+func (s *PathSet) Add(ps ...string) {
+	for _, p := range ps {
+		if !s.has[p] {
+			s.has[p] = true
+			s.paths = append(s.paths, p)
+		}
+	}
+}
+
+// Move follows rename(from, to) (an exchange when exchange is set).
+func (s *PathSet) Move(from, to string, exchange bool) {
+	if len(s.paths) == 0 || from == "" || to == "" {
+		return
+	}
+	moved := false
+	for i, p := range s.paths {
+		switch {
+		case within(p, from):
+			s.paths[i] = to + strings.TrimPrefix(p, from)
+		case exchange && within(p, to):
+			s.paths[i] = from + strings.TrimPrefix(p, to)
+		default:
+			continue
+		}
+		moved = true
+	}
+	if moved {
+		old := s.paths
+		s.paths, s.has = nil, map[string]bool{}
+		s.Add(old...)
+	}
+}
+
+// Follow adds the paths of r after following it if it is a rename.
+func (s *PathSet) Follow(r *journal.Record) {
+	if r.Op == journal.OpRename {
+		s.Move(r.Path, r.NewPath, r.Flags&renameExchange != 0)
+	}
+	s.Add(r.Paths()...)
+}
+
+// List returns the paths in the order they were added.
+func (s *PathSet) List() []string { return slices.Clone(s.paths) }
+
+// Len is the number of paths.
+func (s *PathSet) Len() int { return len(s.paths) }
 
 // applyRecord applies one record; before an exchange it notes the inodes
 // it is about to swap.
@@ -627,7 +838,7 @@ type stagedFile struct {
 	fd   int // -1: the file is not there; its data is skipped
 }
 
-func (r *Receiver) openStagedFile(h *FileHeader, repair map[string]bool) *stagedFile {
+func (r *Receiver) openStagedFile(h *FileHeader, repair *PathSet) *stagedFile {
 	sf := &stagedFile{r: r, path: h.Path, fd: -1}
 	fd, err := openRegular(r.root, h.Path, unix.O_WRONLY)
 	if err == nil {
@@ -635,7 +846,7 @@ func (r *Receiver) openStagedFile(h *FileHeader, repair map[string]bool) *staged
 		return sf
 	}
 	r.log.Warn("file data has no file to go to; the path will be compared", "path", h.Path, "err", err)
-	repair[h.Path] = true
+	repair.Add(h.Path)
 	return sf
 }
 

@@ -2,11 +2,9 @@ package sync
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	gosync "sync"
@@ -59,10 +57,13 @@ type shipper struct {
 	lastAck time.Time
 }
 
-// peerRecord is what the primary persists per peer: sp/<node id>.
+// peerRecord is what the primary persists per peer: sp/<node id>. Epoch
+// is the primary's: a record of an earlier stint as primary (another
+// history) is not this one's.
 type peerRecord struct {
 	Acked      uint64    `json:"acked"`
 	LastSynced time.Time `json:"last_synced"`
+	Epoch      uint64    `json:"epoch"`
 }
 
 func (s *shipper) setState(st string) {
@@ -108,23 +109,6 @@ func (s *shipper) progressed(t time.Time) bool {
 	return s.lastAck.After(t)
 }
 
-// dial connects to the peer over mutually authenticated TLS.
-func (s *shipper) dial(ctx context.Context) (*Conn, error) {
-	d := net.Dialer{Timeout: 5 * time.Second}
-	raw, err := d.DialContext(ctx, "tcp", s.peer.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", s.peer.Addr, err)
-	}
-	tc := tls.Client(raw, ClientConfig(s.e.cfg.Cert, s.peer.ID))
-	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := tc.HandshakeContext(hctx); err != nil {
-		raw.Close()
-		return nil, fmt.Errorf("TLS handshake with %s: %w", s.peer.Addr, err)
-	}
-	return NewConn(tc, idleTimeout), nil
-}
-
 // idleTimeout ends a connection on which nothing moved for that long;
 // pings keep an idle session well inside it.
 const (
@@ -132,40 +116,34 @@ const (
 	pingInterval = 15 * time.Second
 )
 
+// errNotPrimary ends a session of a node that is no longer the primary.
+var errNotPrimary = errors.New("this node is not the primary any more")
+
 func (s *shipper) session(ctx context.Context) error {
-	c, err := s.dial(ctx)
+	roles := s.e.cfg.Roles
+	if !roles.IsPrimary() {
+		return errNotPrimary
+	}
+	c, w, err := s.e.Dial(ctx, s.peer, PurposeReplicate)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
+	// The peer's claim was observed: it may have shown a newer primary.
+	if !roles.IsPrimary() {
+		return fmt.Errorf("%w: %s knows epoch %d", errNotPrimary, s.peer.Name, w.Claim.Epoch)
+	}
 	j := s.e.cfg.Journal
-	if err := c.Send(THello, &Hello{Proto: Proto, Purpose: PurposeReplicate, Node: s.e.cfg.Self.Name,
-		Volume: s.e.volume, Epoch: j.Epoch(), Seq: j.Seq()}); err != nil {
-		return err
-	}
-	if err := c.Flush(); err != nil {
-		return err
-	}
-	var w Welcome
-	if err := c.Expect(TWelcome, &w); err != nil {
-		return fmt.Errorf("hello: %w", err)
-	}
-	if w.Volume != "" && w.Volume != s.e.volume {
-		return fmt.Errorf("peer %s holds volume %s, this primary serves %s", s.peer.Name, w.Volume, s.e.volume)
-	}
-	if w.Epoch > j.Epoch() {
-		return fmt.Errorf("peer %s is at epoch %d, newer than this node's %d", s.peer.Name, w.Epoch, j.Epoch())
-	}
 	s.setState(StateConnected)
-	s.log.Info("connected", "cursor", w.Cursor, "full", w.Full)
+	s.log.Info("connected", "cursor", w.Cursor, "full", w.Full, "repair", len(w.Repair))
 	cursor := w.Cursor
-	switch {
+	switch floor := s.e.historyFloor(); {
 	case w.Full:
 		s.log.Info("full tree sync: the replica is new or was not left consistent")
-	case cursor < j.Trimmed():
-		s.log.Info("full tree sync: the journal no longer holds the records after the replica's cursor", "cursor", cursor, "trimmed", j.Trimmed())
+	case cursor < floor:
+		s.log.Info("full tree sync: this node's history no longer holds the records after the replica's cursor", "cursor", cursor, "floor", floor)
 		w.Full = true
 	case cursor > j.Seq():
 		s.log.Info("full tree sync: the replica is ahead of this journal", "cursor", cursor, "seq", j.Seq())
@@ -177,13 +155,16 @@ func (s *shipper) session(ctx context.Context) error {
 		}
 	} else {
 		s.acknowledged(cursor, time.Time{})
-		if len(w.Repair) > 0 {
-			if cursor, err = s.repair(ctx, c, cursor, w.Repair); err != nil {
+		if len(w.Repair) > 0 || w.Unsettled {
+			if cursor, err = s.repair(ctx, c, cursor, w.Repair, w.Unsettled); err != nil {
 				return err
 			}
 		}
 	}
 	for {
+		if !roles.IsPrimary() {
+			return errNotPrimary
+		}
 		if cursor >= j.Seq() {
 			s.setState(StateInSync)
 		} else {
@@ -193,18 +174,26 @@ func (s *shipper) session(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		for cursor < target {
+		for cursor < target && roles.IsPrimary() {
 			s.setState(StateSyncing)
 			var repair []string
 			if cursor, repair, err = s.shipBatch(ctx, c, cursor); err != nil {
 				return err
 			}
 			if len(repair) > 0 {
-				if cursor, err = s.repair(ctx, c, cursor, repair); err != nil {
+				if cursor, err = s.repair(ctx, c, cursor, repair, false); err != nil {
 					return err
 				}
 			}
 		}
+	}
+}
+
+// kickNow makes the shipper ship, or reconnect, at once.
+func (s *shipper) kickNow() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -266,7 +255,7 @@ func (s *shipper) acknowledged(seq uint64, synced time.Time) {
 	if !synced.IsZero() {
 		s.lastSynced = synced
 	}
-	rec := peerRecord{Acked: s.acked, LastSynced: s.lastSynced}
+	rec := peerRecord{Acked: s.acked, LastSynced: s.lastSynced, Epoch: s.e.cfg.Roles.Claim().Epoch}
 	s.lastErr = ""
 	s.mu.Unlock()
 	if err := s.e.savePeer(s.peer.ID, rec); err != nil {
@@ -284,26 +273,10 @@ type batchPlan struct {
 }
 
 // shipBatch ships the records after cursor (up to maxBatchRecords) with
-// the data they need, waits for the acknowledgement, compares the paths
-// the replica could not apply, and returns the new cursor.
+// the data they need, waits for the acknowledgement, and returns the new
+// cursor and the paths the replica has to compare (all of them: the
+// replica keeps the list, carried along its renames).
 func (s *shipper) shipBatch(ctx context.Context, c *Conn, cursor uint64) (uint64, []string, error) {
-	last, repair, err := s.shipOne(ctx, c, cursor)
-	if err != nil {
-		return cursor, nil, err
-	}
-	paths := slices.Sorted(func(yield func(string) bool) {
-		for p := range repair {
-			if !yield(p) {
-				return
-			}
-		}
-	})
-	return last, paths, nil
-}
-
-// shipOne ships one batch and returns the new cursor and the paths to
-// compare.
-func (s *shipper) shipOne(ctx context.Context, c *Conn, cursor uint64) (uint64, map[string]bool, error) {
 	j := s.e.cfg.Journal
 	if err := s.e.cfg.Source.Cut(); err != nil {
 		return cursor, nil, err
@@ -313,7 +286,7 @@ func (s *shipper) shipOne(ctx context.Context, c *Conn, cursor uint64) (uint64, 
 		return cursor, nil, err
 	}
 	var recs []*journal.Record
-	err := j.Since(ctx, cursor, func(r *journal.Record) bool {
+	err := s.e.historySince(ctx, cursor, func(r *journal.Record) bool {
 		recs = append(recs, r)
 		return len(recs) < maxBatchRecords
 	})
@@ -324,16 +297,11 @@ func (s *shipper) shipOne(ctx context.Context, c *Conn, cursor uint64) (uint64, 
 		return max(cursor, j.Seq()), nil, nil
 	}
 	last := recs[len(recs)-1].Seq
-	repair := map[string]bool{}
+	repair := map[string]bool{} // files whose data could not be sent
 	plans := map[uint64]*batchPlan{}
 	out := recs[:0]
 	for _, r := range recs {
-		switch {
-		case r.Op == journal.OpResync:
-			// The journal cannot vouch for this path: compare it.
-			repair[r.Path] = true
-			continue
-		case r.Op == journal.OpFallocate && r.Flags&^uint32(fallocKeepSize|fallocPunchHole|fallocZeroRange) != 0:
+		if r.Op == journal.OpFallocate && r.Flags&^uint32(fallocKeepSize|fallocPunchHole|fallocZeroRange) != 0 {
 			// Collapse and insert shift data: ship the file whole.
 			r = &journal.Record{Seq: r.Seq, Epoch: r.Epoch, Time: r.Time, Op: journal.OpWrite, Path: r.Path, Ino: r.Ino, Whole: true}
 		}
@@ -349,7 +317,7 @@ func (s *shipper) shipOne(ctx context.Context, c *Conn, cursor uint64) (uint64, 
 		}
 		out = append(out, r)
 	}
-	if err := c.Send(TBatch, &BatchBegin{First: recs[0].Seq, Last: last, Epoch: j.Epoch()}); err != nil {
+	if err := c.Send(TBatch, &BatchBegin{First: recs[0].Seq, Last: last, Trim: s.e.low.Load()}); err != nil {
 		return cursor, nil, err
 	}
 	fix := newFixups()
@@ -380,35 +348,62 @@ func (s *shipper) shipOne(ctx context.Context, c *Conn, cursor uint64) (uint64, 
 	if ack.Seq != last {
 		return cursor, nil, fmt.Errorf("batch %d..%d: peer acknowledged seq %d", recs[0].Seq, last, ack.Seq)
 	}
-	s.log.Debug("batch shipped", "first", recs[0].Seq, "last", last, "records", len(out), "files", len(plans))
+	s.log.Info("batch shipped", "first", recs[0].Seq, "last", last, "records", len(out), "files", len(plans))
 	s.acknowledged(last, cut)
-	for _, p := range ack.Repair {
-		repair[p] = true
+	paths := slices.Clone(ack.Repair)
+	for p := range repair {
+		if !slices.Contains(paths, p) {
+			paths = append(paths, p)
+		}
 	}
-	return last, repair, nil
+	return last, paths, nil
 }
 
-// repair compares paths the replica could not apply records to (or the
-// journal could not vouch for) and ships what differs. A comparison shows
-// the replica the primary's state of now, so records before now must not
-// be replayed on top of it afterwards: with mutations held off, every
-// record up to now is shipped first (more paths to compare may come of
-// it), then the paths are compared, and now becomes the cursor.
-func (s *shipper) repair(ctx context.Context, c *Conn, cursor uint64, paths []string) (uint64, error) {
-	s.log.Info("comparing paths the replica could not apply records to", "paths", len(paths))
-	err := s.e.cfg.Source.Quiesce(ctx, func() error {
-		j := s.e.cfg.Journal
+// repair compares the paths the replica could not apply records to (or
+// that a resync record named) and ships what differs. A comparison shows
+// the replica the primary's state of the moment, so records from before
+// it must not be replayed over it unchecked; and applications must not
+// wait while big differences travel. So: the records up to now are
+// shipped, the paths compared while applications write, and then, with
+// mutations held off for a moment, the records written meanwhile are
+// shipped and everything they touched compared again, after which the
+// replica is an exact copy at that instant, whose seq becomes its cursor.
+// unsettled: an earlier comparison was interrupted, so every path changed
+// since the cursor is compared at the quiet instant too.
+func (s *shipper) repair(ctx context.Context, c *Conn, cursor uint64, paths []string, unsettled bool) (uint64, error) {
+	s.log.Info("comparing paths the replica could not apply records to", "paths", len(paths), "unsettled", unsettled)
+	j := s.e.cfg.Journal
+	since := cursor
+	target, err := s.cutSeq(ctx)
+	if err != nil {
+		return cursor, err
+	}
+	for cursor < target {
+		if cursor, paths, err = s.shipBatch(ctx, c, cursor); err != nil {
+			return cursor, err
+		}
+	}
+	if !unsettled {
+		since = cursor
+	}
+	if err := s.treeSync(ctx, c, paths, cursor, false, false); err != nil {
+		return cursor, err
+	}
+	err = s.e.cfg.Source.Quiesce(ctx, func() error {
 		if err := j.Flush(ctx); err != nil {
 			return err
 		}
 		for cursor < j.Seq() {
-			next, more, err := s.shipBatch(ctx, c, cursor)
-			if err != nil {
+			var err error
+			if cursor, paths, err = s.shipBatch(ctx, c, cursor); err != nil {
 				return err
 			}
-			cursor, paths = next, append(paths, more...)
 		}
-		return s.treeSync(ctx, c, paths, cursor, true)
+		touched, err := s.touched(ctx, since, cursor)
+		if err != nil {
+			return err
+		}
+		return s.treeSync(ctx, c, append(paths, touched...), cursor, true, false)
 	})
 	return cursor, err
 }
@@ -684,8 +679,9 @@ func (f *fixups) list(root int) []Fixup {
 }
 
 // treeSync compares the trees at paths and ships what differs; with
-// final, the replica's cursor becomes seq when it is done.
-func (s *shipper) treeSync(ctx context.Context, c *Conn, paths []string, seq uint64, final bool) error {
+// final, the replica's cursor becomes seq when it is done. full: the
+// comparison makes a whole new copy (a full sync).
+func (s *shipper) treeSync(ctx context.Context, c *Conn, paths []string, seq uint64, final, full bool) error {
 	s.mu.Lock()
 	s.tree = TreeProgress{Running: true}
 	s.mu.Unlock()
@@ -697,7 +693,7 @@ func (s *shipper) treeSync(ctx context.Context, c *Conn, paths []string, seq uin
 	t := &treeSender{root: s.e.cfg.Root, c: c, stats: &TreeProgress{}}
 	stop := s.publishTree(t.stats)
 	defer stop()
-	if err := c.Send(TTree, &TreeBegin{Seq: seq, Epoch: s.e.cfg.Journal.Epoch()}); err != nil {
+	if err := c.Send(TTree, &TreeBegin{Seq: seq, Full: full}); err != nil {
 		return err
 	}
 	for _, p := range normalizeRoots(paths) {
@@ -775,10 +771,7 @@ func (s *shipper) fullSync(ctx context.Context, c *Conn) (uint64, error) {
 					return err
 				}
 				roots = append(roots, more...)
-				if len(roots) == 0 {
-					return s.treeSync(ctx, c, nil, end, true)
-				}
-				return s.treeSync(ctx, c, roots, end, true)
+				return s.treeSync(ctx, c, roots, end, true, true)
 			})
 			if err != nil {
 				return 0, err
@@ -787,7 +780,7 @@ func (s *shipper) fullSync(ctx context.Context, c *Conn) (uint64, error) {
 			s.acknowledged(end, time.Now())
 			return end, nil
 		}
-		if err := s.treeSync(ctx, c, roots, start, false); err != nil {
+		if err := s.treeSync(ctx, c, roots, start, false, true); err != nil {
 			return 0, err
 		}
 		end, err := s.cutSeq(ctx)
@@ -814,7 +807,7 @@ func (s *shipper) cutSeq(ctx context.Context) (uint64, error) {
 // touched lists the paths records (from, to] changed.
 func (s *shipper) touched(ctx context.Context, from, to uint64) ([]string, error) {
 	set := map[string]bool{}
-	err := s.e.cfg.Journal.Since(ctx, from, func(r *journal.Record) bool {
+	err := s.e.historySince(ctx, from, func(r *journal.Record) bool {
 		if r.Seq > to {
 			return false
 		}

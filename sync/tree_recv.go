@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"os"
 	"strconv"
@@ -53,6 +54,17 @@ func (r *Receiver) receiveTree(ctx context.Context, c *Conn, tb *TreeBegin) erro
 	}
 	defer unix.Close(tmp)
 	t := &treeReceiver{r: r, c: c, checksum: tb.Checksum, tmp: tmp, links: map[uint64]string{}, missing: map[string]bool{}}
+	r.mu.Lock()
+	st := r.state
+	r.mu.Unlock()
+	if !st.Full && !st.Unsettled {
+		// From here until the final end, paths may hold a state newer
+		// than the cursor: a later session must know.
+		st.Unsettled = true
+		if err := r.commit(st, nil); err != nil {
+			return err
+		}
+	}
 	r.mu.Lock()
 	r.tree = TreeProgress{Running: true}
 	r.mu.Unlock()
@@ -105,12 +117,16 @@ func (t *treeReceiver) end(tb *TreeBegin, te *TreeEnd) error {
 	st := r.state
 	r.mu.Unlock()
 	if te.Final {
-		st.Cursor, st.CursorEpoch, st.Full, st.Repair = te.Seq, tb.Epoch, false, nil
+		if tb.Full || st.Full {
+			// A new copy: what was received before describes nothing.
+			st.RLFrom = te.Seq
+		}
+		st.Cursor, st.Full, st.Repair, st.Unsettled = te.Seq, false, nil, false
 	}
 	if err := r.commit(st, nil); err != nil {
 		return err
 	}
-	if err := t.c.Send(TAck, &Ack{Seq: st.Cursor, Epoch: st.Epoch}); err != nil {
+	if err := t.c.Send(TAck, &Ack{Seq: st.Cursor}); err != nil {
 		return err
 	}
 	return t.c.Flush()
@@ -199,7 +215,7 @@ func (t *treeReceiver) dir(d *Dir) error {
 		return err
 	}
 	defer unix.Close(fd)
-	if err := applyMeta(fd, "", d.Self, r); err != nil {
+	if err := applyMeta(fd, "", d.Self, r.log); err != nil {
 		return err
 	}
 	var wants []Want
@@ -332,7 +348,7 @@ func (t *treeReceiver) entry(fd int, dir string, e *Entry) (*Want, error) {
 			}
 			change(journal.OpMkdir)
 		}
-		return nil, applyMeta(fd, e.Name, e, t.r)
+		return nil, applyMeta(fd, e.Name, e, t.r.log)
 	case typeLnk:
 		if exists {
 			buf := make([]byte, maxPath+1)
@@ -368,7 +384,7 @@ func (t *treeReceiver) entry(fd int, dir string, e *Entry) (*Want, error) {
 			}
 			change(journal.OpMknod)
 		}
-		if err := applyMeta(fd, e.Name, e, t.r); err != nil {
+		if err := applyMeta(fd, e.Name, e, t.r.log); err != nil {
 			return nil, err
 		}
 		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(e.Mtime)}
@@ -394,7 +410,7 @@ func (t *treeReceiver) entry(fd int, dir string, e *Entry) (*Want, error) {
 	// Checksum mode wants even files that look unchanged, with their
 	// block hashes: only blocks that differ travel.
 	if exists && st.Size == e.Size && mtimeNs(&st) == e.Mtime && !t.checksum {
-		return nil, applyMeta(fd, e.Name, e, t.r)
+		return nil, applyMeta(fd, e.Name, e, t.r.log)
 	}
 	w := &Want{Name: e.Name}
 	if exists && st.Size/blockSize < maxWantBlocks {
@@ -551,7 +567,7 @@ func (t *treeReceiver) receiveFile(fd int, dir string, e *Entry) error {
 				t.r.mu.Unlock()
 				return nil // the temporary file goes
 			}
-			if err := finishNew(nf, e, t.r); err != nil {
+			if err := finishNew(nf, e, t.r.log); err != nil {
 				return fmt.Errorf("%q: %w", p, err)
 			}
 			if err := unix.Renameat(t.tmp, tmp, fd, e.Name); err != nil {
@@ -587,7 +603,7 @@ func (t *treeReceiver) overwrite(oldRO, src int, size int64, e *Entry) error {
 	if err := copyRange(src, dst, 0, size); err != nil {
 		return err
 	}
-	if err := applyMeta(dst, "", e, t.r); err != nil {
+	if err := applyMeta(dst, "", e, t.r.log); err != nil {
 		return err
 	}
 	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(e.Mtime)}
@@ -596,7 +612,7 @@ func (t *treeReceiver) overwrite(oldRO, src int, size int64, e *Entry) error {
 
 // finishNew gives a file just built (owned by the daemon, mode 0600, no
 // xattrs) e's owner, mode, xattrs and mtime, through its descriptor.
-func finishNew(fd int, e *Entry, r *Receiver) error {
+func finishNew(fd int, e *Entry, log *slog.Logger) error {
 	if e.UID != uint32(os.Geteuid()) || e.GID != uint32(os.Getegid()) {
 		if err := unix.Fchown(fd, int(e.UID), int(e.GID)); err != nil {
 			return err
@@ -608,7 +624,7 @@ func finishNew(fd int, e *Entry, r *Receiver) error {
 	}
 	for k, v := range e.Xattrs {
 		if err := unix.Fsetxattr(fd, k, v, 0); err != nil {
-			r.log.Warn("tree sync: cannot set xattr", "name", k, "err", err)
+			log.Warn("cannot set xattr", "name", k, "err", err)
 		}
 	}
 	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(e.Mtime)}
@@ -633,7 +649,7 @@ func copyRange(src, dst int, off, n int64) error {
 
 // applyMeta gives entry name of dirfd ("" for dirfd itself) e's owner,
 // mode and xattrs.
-func applyMeta(dirfd int, name string, e *Entry, r *Receiver) error {
+func applyMeta(dirfd int, name string, e *Entry, log *slog.Logger) error {
 	flags := unix.AT_SYMLINK_NOFOLLOW
 	target := name
 	if name == "" {
@@ -666,7 +682,7 @@ func applyMeta(dirfd int, name string, e *Entry, r *Receiver) error {
 	for k := range have {
 		if _, ok := e.Xattrs[k]; !ok {
 			if err := unix.Lremovexattr(path, k); err != nil && !errors.Is(err, unix.ENODATA) {
-				r.log.Warn("tree sync: cannot remove xattr", "name", k, "err", err)
+				log.Warn("cannot remove xattr", "name", k, "err", err)
 			}
 		}
 	}
@@ -675,7 +691,7 @@ func applyMeta(dirfd int, name string, e *Entry, r *Receiver) error {
 			continue
 		}
 		if err := unix.Lsetxattr(path, k, v, 0); err != nil {
-			r.log.Warn("tree sync: cannot set xattr", "name", k, "err", err)
+			log.Warn("cannot set xattr", "name", k, "err", err)
 		}
 	}
 	return nil

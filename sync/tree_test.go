@@ -85,7 +85,7 @@ type shipperless struct {
 
 func (s *shipperless) run(roots []string) error {
 	t := &treeSender{root: s.root, c: s.c, stats: &TreeProgress{}}
-	if err := s.c.Send(TTree, &TreeBegin{Seq: 7, Epoch: 1}); err != nil {
+	if err := s.c.Send(TTree, &TreeBegin{Seq: 7}); err != nil {
 		return err
 	}
 	for _, r := range normalizeRoots(roots) {

@@ -90,14 +90,8 @@ func hashFile(dirfd int, name string) ([]byte, error) {
 }
 
 // serveVerify streams the replica's manifest.
-func (r *Receiver) serveVerify(ctx context.Context, c *Conn, h *Hello) error {
-	r.mu.Lock()
-	vol := r.state.Volume
-	r.mu.Unlock()
-	if vol != h.Volume {
-		return fmt.Errorf("this replica belongs to volume %q, not %q", vol, h.Volume)
-	}
-	if err := c.Send(TWelcome, &Welcome{Proto: Proto, Volume: vol}); err != nil {
+func (r *Receiver) serveVerify(ctx context.Context, c *Conn, h *Hello, claim *Claim) error {
+	if err := c.Send(TWelcome, &Welcome{Proto: Proto, Volume: h.Volume, Claim: claim}); err != nil {
 		return err
 	}
 	var m Manifest
@@ -128,8 +122,8 @@ func (r *Receiver) serveVerify(ctx context.Context, c *Conn, h *Hello) error {
 // Verify compares this primary's tree with the replica of the peer named
 // name (every peer when name is ""), returning the differences per peer.
 func (e *Engine) Verify(ctx context.Context, name string) (map[string][]Difference, error) {
-	if !e.cfg.Primary {
-		return nil, errors.New("this node is a secondary: run verify on the primary")
+	if !e.Shipping() {
+		return nil, errors.New("this node is not the primary: run verify on the primary")
 	}
 	e.mu.Lock()
 	var ss []*shipper
@@ -157,7 +151,7 @@ func (e *Engine) Verify(ctx context.Context, name string) (map[string][]Differen
 }
 
 func (s *shipper) verify(ctx context.Context) ([]Difference, error) {
-	c, err := s.dial(ctx)
+	c, _, err := s.e.Dial(ctx, s.peer, PurposeVerify)
 	if err != nil {
 		return nil, err
 	}
@@ -165,16 +159,6 @@ func (s *shipper) verify(ctx context.Context) ([]Difference, error) {
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	c.idle = 10 * idleTimeout // the replica hashes its whole tree
-	if err := c.Send(THello, &Hello{Proto: Proto, Purpose: PurposeVerify, Node: s.e.cfg.Self.Name, Volume: s.e.volume}); err != nil {
-		return nil, err
-	}
-	if err := c.Flush(); err != nil {
-		return nil, err
-	}
-	var w Welcome
-	if err := c.Expect(TWelcome, &w); err != nil {
-		return nil, err
-	}
 	// The replica's stream, read as the primary's walk goes.
 	var pending []Item
 	last := false

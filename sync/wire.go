@@ -25,7 +25,7 @@ import (
 // frame that fails a check ends the connection with a one-line error.
 
 // Proto is the protocol version spoken.
-const Proto = 1
+const Proto = 2
 
 // MaxFrame bounds a frame's type and payload.
 const MaxFrame = 4 << 20
@@ -62,11 +62,12 @@ const (
 	TVerify                        // VerifyRequest
 	TManifest                      // Manifest: entries of the server's tree
 	TPing                          // keeps an idle connection alive
+	TControl                       // a failover message (JSON, see package failover)
 	tLast
 )
 
 var frameNames = [...]string{"", "hello", "welcome", "batch", "record", "file", "data", "hole", "keep",
-	"file-end", "batch-end", "ack", "tree", "dir", "wants", "dir-end", "tree-end", "error", "verify", "manifest", "ping"}
+	"file-end", "batch-end", "ack", "tree", "dir", "wants", "dir-end", "tree-end", "error", "verify", "manifest", "ping", "control"}
 
 func (t FrameType) String() string {
 	if t > 0 && t < tLast {
@@ -246,15 +247,20 @@ func (c *Conn) Flush() error {
 }
 
 // DecodeJSON decodes a control frame's payload into v and checks it when
-// v can check itself.
+// v can check itself (check here, Check in the failover package).
 func DecodeJSON(f Frame, v any) error {
 	if err := json.Unmarshal(f.Payload, v); err != nil {
 		return protoErr("bad %s frame: %v", f.Type, err)
 	}
-	if c, ok := v.(interface{ check() error }); ok {
-		if err := c.check(); err != nil {
-			return fmt.Errorf("%s frame: %w", f.Type, err)
-		}
+	var err error
+	switch c := v.(type) {
+	case interface{ check() error }:
+		err = c.check()
+	case interface{ Check() error }:
+		err = c.Check()
+	}
+	if err != nil {
+		return fmt.Errorf("%s frame: %w", f.Type, err)
 	}
 	return nil
 }
@@ -284,48 +290,158 @@ func DecodeRange(f Frame) (off, n int64, err error) {
 	return int64(o), int64(l), nil
 }
 
-// Purposes of a connection.
+// Purposes of a connection. Replicate and verify are served here; the
+// others are the failover package's (Engine.Handle).
 const (
 	PurposeReplicate = "replicate"
 	PurposeVerify    = "verify"
+	PurposeQuery     = "query"   // a node's claim and view, for failover and status
+	PurposeCommit    = "commit"  // a failback commit, asked of the current primary
+	PurposeResolve   = "resolve" // the outcome of a commit whose answer was lost
+	PurposeKick      = "kick"    // ship to the asking secondary now
 )
 
-// Hello opens a connection: who the client is and what it wants.
+var purposes = map[string]bool{PurposeReplicate: true, PurposeVerify: true, PurposeQuery: true,
+	PurposeCommit: true, PurposeResolve: true, PurposeKick: true}
+
+// Hello opens a connection: who the client is, what it wants, and its
+// claim (role, epoch, where its data stands).
 type Hello struct {
 	Proto   int    `json:"proto"`
 	Purpose string `json:"purpose"`
 	Node    string `json:"node"`
 	Volume  string `json:"volume"`
-	Epoch   uint64 `json:"epoch"`
-	Seq     uint64 `json:"seq"`
+	Claim   *Claim `json:"claim,omitempty"`
 }
 
 func (h *Hello) check() error {
-	if h.Purpose != PurposeReplicate && h.Purpose != PurposeVerify {
+	if !purposes[h.Purpose] {
 		return protoErr("unknown purpose %q", h.Purpose)
 	}
 	if len(h.Node) > 64 || len(h.Volume) > 64 {
 		return protoErr("over-long name")
 	}
-	return nil
+	if h.Claim == nil {
+		return protoErr("hello without a claim")
+	}
+	return h.Claim.check()
 }
 
-// Welcome answers a Hello: where the server's replica stands.
+// Welcome answers a Hello: the server's claim and, for replication, where
+// its replica stands.
 type Welcome struct {
 	Proto  int    `json:"proto"`
 	Volume string `json:"volume"`
-	Epoch  uint64 `json:"epoch"`
-	// Cursor is the last (epoch, seq) applied durably.
-	CursorEpoch uint64 `json:"cursor_epoch"`
-	Cursor      uint64 `json:"cursor"`
+	Claim  *Claim `json:"claim,omitempty"`
+	// Refused says why the server will not serve the purpose (a primary it
+	// does not follow, a stale epoch); the claim tells the client more.
+	Refused string `json:"refused,omitempty"`
+	// Cursor is the last seq the replica applied durably (in the history
+	// of the claim).
+	Cursor uint64 `json:"cursor"`
 	// Full asks for a full tree sync: a new or unclean replica.
 	Full bool `json:"full,omitempty"`
 	// Repair lists paths the replica knows differ (from an earlier
 	// batch); the primary compares and ships them.
 	Repair []string `json:"repair,omitempty"`
+	// Unsettled: a comparison was interrupted, so paths beyond Repair may
+	// hold a state newer than the cursor; the primary compares every path
+	// changed since the cursor too.
+	Unsettled bool `json:"unsettled,omitempty"`
 }
 
-func (w *Welcome) check() error { return checkPaths(w.Repair) }
+func (w *Welcome) check() error {
+	if len(w.Refused) > 4096 {
+		return protoErr("over-long refusal")
+	}
+	if w.Claim != nil {
+		if err := w.Claim.check(); err != nil {
+			return err
+		}
+	}
+	return checkPaths(w.Repair)
+}
+
+// Roles of a node.
+const (
+	RolePrimary   = "primary"
+	RoleSecondary = "secondary"
+	RoleFenced    = "fenced"
+)
+
+// EpochStart is one step of a history: the records of Epoch, made by
+// Primary (a node ID), have seqs after Start.
+type EpochStart struct {
+	Epoch   uint64 `json:"epoch"`
+	Start   uint64 `json:"start"`
+	Primary string `json:"primary"`
+}
+
+// Claim is what a node says of itself in every handshake: its role, the
+// highest epoch it knows and that epoch's primary, and where its data
+// stands: the last seq it holds (Seq) in the history of epochs that led
+// to it.
+type Claim struct {
+	Name    string       `json:"name"`
+	Role    string       `json:"role"`
+	Epoch   uint64       `json:"epoch"`
+	Primary string       `json:"primary,omitempty"`
+	History []EpochStart `json:"history,omitempty"`
+	Seq     uint64       `json:"seq"`
+	// Since is when the node took its role.
+	Since time.Time `json:"since,omitzero"`
+}
+
+// CheckClaim checks a claim from a peer.
+func CheckClaim(c *Claim) error { return c.check() }
+
+// maxHistory bounds the epochs a claim lists.
+const maxHistory = 100_000
+
+func (c *Claim) check() error {
+	switch c.Role {
+	case RolePrimary, RoleSecondary, RoleFenced:
+	default:
+		return protoErr("unknown role %q", c.Role)
+	}
+	if len(c.Name) > 64 {
+		return protoErr("over-long name")
+	}
+	if err := checkNodeID(c.Primary, true); err != nil {
+		return err
+	}
+	if len(c.History) > maxHistory {
+		return protoErr("history of %d epochs", len(c.History))
+	}
+	for i, h := range c.History {
+		if err := checkNodeID(h.Primary, false); err != nil {
+			return err
+		}
+		if i > 0 && (h.Epoch <= c.History[i-1].Epoch || h.Start < c.History[i-1].Start) {
+			return protoErr("history out of order at epoch %d", h.Epoch)
+		}
+		if h.Epoch > c.Epoch {
+			return protoErr("history names epoch %d past the claimed %d", h.Epoch, c.Epoch)
+		}
+	}
+	return nil
+}
+
+// checkNodeID checks a node ID from a peer: 64 lowercase hex digits.
+func checkNodeID(id string, empty bool) error {
+	if id == "" && empty {
+		return nil
+	}
+	if len(id) != 64 {
+		return protoErr("bad node ID %q", id)
+	}
+	for _, c := range id {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return protoErr("bad node ID %q", id)
+		}
+	}
+	return nil
+}
 
 // ErrorMsg tells the peer why the connection ends.
 type ErrorMsg struct {
@@ -336,7 +452,9 @@ type ErrorMsg struct {
 type BatchBegin struct {
 	First uint64 `json:"first"`
 	Last  uint64 `json:"last"`
-	Epoch uint64 `json:"epoch"`
+	// Trim is the seq up to which every replica of the primary has
+	// applied: a replica drops its received log up to there.
+	Trim uint64 `json:"trim,omitempty"`
 }
 
 func (b *BatchBegin) check() error {
@@ -397,7 +515,6 @@ func (b *BatchEnd) check() error {
 // and paths it found diverged, which the primary compares and ships.
 type Ack struct {
 	Seq    uint64   `json:"seq"`
-	Epoch  uint64   `json:"epoch"`
 	Repair []string `json:"repair,omitempty"`
 	Error  string   `json:"error,omitempty"`
 }
@@ -407,8 +524,10 @@ func (a *Ack) check() error { return checkPaths(a.Repair) }
 // TreeBegin starts a tree sync that ends at Seq: the receiver's cursor
 // once it acknowledges the tree's end.
 type TreeBegin struct {
-	Seq   uint64 `json:"seq"`
-	Epoch uint64 `json:"epoch"`
+	Seq uint64 `json:"seq"`
+	// Full: the tree sync makes a whole new copy; what the replica
+	// received before it no longer describes it.
+	Full bool `json:"full,omitempty"`
 	// Checksum compares files of equal size and mtime by content too.
 	Checksum bool `json:"checksum,omitempty"`
 }
@@ -645,7 +764,7 @@ func checkRecord(r *journal.Record) error {
 	if err := checkPath(r.Path); err != nil {
 		return err
 	}
-	if r.Path == "" && r.Op != journal.OpSetattr && r.Op != journal.OpSetxattr && r.Op != journal.OpRemovexattr {
+	if r.Path == "" && r.Op != journal.OpSetattr && r.Op != journal.OpSetxattr && r.Op != journal.OpRemovexattr && r.Op != journal.OpResync {
 		return protoErr("%s of the volume root", r.Op)
 	}
 	twoPaths := r.Op == journal.OpRename || r.Op == journal.OpLink
@@ -662,7 +781,7 @@ func checkRecord(r *journal.Record) error {
 	switch r.Op {
 	case journal.OpCreate, journal.OpMkdir, journal.OpMknod, journal.OpSymlink, journal.OpLink,
 		journal.OpUnlink, journal.OpRmdir, journal.OpSetattr, journal.OpSetxattr,
-		journal.OpRemovexattr, journal.OpWrite, journal.OpTruncate:
+		journal.OpRemovexattr, journal.OpWrite, journal.OpTruncate, journal.OpResync:
 	case journal.OpRename:
 		if r.Flags&^uint32(renameNoReplace|renameExchange) != 0 {
 			return protoErr("rename flags %#x", r.Flags)

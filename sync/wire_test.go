@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/georep/georep/journal"
@@ -22,7 +23,8 @@ func TestCheckRecordRefusesHostileRecords(t *testing.T) {
 		"root unlink":      {Op: journal.OpRmdir, Path: ""},
 		"rename no target": {Op: journal.OpRename, Path: "a"},
 		"unlink with new":  {Op: journal.OpUnlink, Path: "a", NewPath: "b"},
-		"resync":           {Op: journal.OpResync, Path: "a"},
+		"resync own dir":   {Op: journal.OpResync, Path: ".georep"},
+		"resync dotdot":    {Op: journal.OpResync, Path: ".."},
 		"unknown op":       {Op: "chmod", Path: "a"},
 		"rename flags":     {Op: journal.OpRename, Path: "a", NewPath: "b", Flags: 1 << 2},
 		"collapse":         {Op: journal.OpFallocate, Path: "a", Flags: 0x08},
@@ -40,6 +42,49 @@ func TestCheckRecordRefusesHostileRecords(t *testing.T) {
 	ok := journal.Record{Op: journal.OpCreate, Path: "d/f", Mode: &mode}
 	if err := checkRecord(&ok); err != nil {
 		t.Errorf("a plain create refused: %v", err)
+	}
+	// A primary ships resync records (paths its history cannot vouch
+	// for), the volume root included.
+	for _, p := range []string{"d/f", ""} {
+		if err := checkRecord(&journal.Record{Op: journal.OpResync, Path: p}); err != nil {
+			t.Errorf("resync of %q refused: %v", p, err)
+		}
+	}
+}
+
+func TestClaimCheck(t *testing.T) {
+	a, b := strings.Repeat("ab", 32), strings.Repeat("cd", 32)
+	good := Claim{Name: "n", Role: RoleSecondary, Epoch: 3, Primary: b, Seq: 9,
+		History: []EpochStart{{Epoch: 1, Primary: a}, {Epoch: 3, Start: 9, Primary: b}}}
+	if err := good.check(); err != nil {
+		t.Fatalf("a good claim refused: %v", err)
+	}
+	for name, mutate := range map[string]func(*Claim){
+		"unknown role":       func(c *Claim) { c.Role = "king" },
+		"short primary":      func(c *Claim) { c.Primary = "ab" },
+		"upper-case primary": func(c *Claim) { c.Primary = strings.ToUpper(b) },
+		"history primary":    func(c *Claim) { c.History[0].Primary = "" },
+		"epochs out of order": func(c *Claim) {
+			c.History = []EpochStart{{Epoch: 3, Primary: a}, {Epoch: 1, Start: 9, Primary: b}}
+		},
+		"starts out of order": func(c *Claim) {
+			c.History = []EpochStart{{Epoch: 1, Start: 9, Primary: a}, {Epoch: 3, Start: 2, Primary: b}}
+		},
+		"history past the epoch": func(c *Claim) { c.Epoch = 2 },
+		"long name":              func(c *Claim) { c.Name = strings.Repeat("x", 65) },
+	} {
+		c := good
+		c.History = slices.Clone(good.History)
+		mutate(&c)
+		if err := c.check(); err == nil {
+			t.Errorf("%s: %+v accepted", name, c)
+		}
+	}
+	if err := (&Hello{Proto: Proto, Purpose: PurposeQuery, Node: "n"}).check(); err == nil {
+		t.Error("a hello without a claim accepted")
+	}
+	if err := (&Hello{Proto: Proto, Purpose: "rule", Node: "n", Claim: &good}).check(); err == nil {
+		t.Error("a hello with an unknown purpose accepted")
 	}
 }
 
@@ -93,5 +138,23 @@ func TestNormalizeRoots(t *testing.T) {
 	}
 	if got := normalizeRoots([]string{"x", ""}); !slices.Equal(got, []string{""}) {
 		t.Errorf("%v, want the root alone", got)
+	}
+}
+
+func TestPathSetFollowsRenames(t *testing.T) {
+	s := NewPathSet("d/x", "e", "keep")
+	s.Move("d", "moved", false)
+	s.Add("d/new")
+	s.Move("e", "f", true) // exchange: f's contents are at e now
+	s.Add("f/y")
+	s.Move("f", "g", false)
+	if got, want := s.List(), []string{"moved/x", "g", "keep", "d/new", "g/y"}; !slices.Equal(got, want) {
+		t.Errorf("after renames: %v, want %v", got, want)
+	}
+	// A rename that moves two paths onto one keeps one.
+	s = NewPathSet("a", "b/a")
+	s.Move("b/a", "a", false)
+	if got := s.List(); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("merged paths: %v", got)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/georep/georep/failover"
 	"github.com/georep/georep/fs"
 	"github.com/georep/georep/node"
 	gsync "github.com/georep/georep/sync"
@@ -23,15 +23,19 @@ func daemonCommand() *cli.Command {
 		Name:      "daemon",
 		Usage:     "serve the volume: mount the backing dir through the journal",
 		UsageText: "georep daemon --state DIR --backing DIR --mount DIR [--primary]",
-		Description: "The mount may be the backing dir itself (in-place mount). A node started\n" +
-			"without --primary is a secondary: its mount is read-only for applications.\n" +
+		Description: "The mount may be the backing dir itself (in-place mount). --primary gives\n" +
+			"a new node the primary role; without it a new node is a secondary, whose mount\n" +
+			"is read-only for applications. Once a node has a role (failover and failback\n" +
+			"change it) the persisted role wins over the flag. A primary that restarts\n" +
+			"holds writes (they block) for up to 3s while it asks its peers whether another\n" +
+			"node became primary meanwhile; if one did, it comes up fenced (EROFS).\n" +
 			"SIGTERM or SIGINT unmounts cleanly; after SIGKILL, start it again: the dead\n" +
 			"mount is cleared and the journal recovered.",
 		Flags: []cli.Flag{
 			stateFlag(),
 			&cli.StringFlag{Name: "backing", Usage: "the directory that holds the volume's files"},
 			&cli.StringFlag{Name: "mount", Usage: "where applications see the volume (may equal --backing)"},
-			&cli.BoolFlag{Name: "primary", Usage: "accept writes from applications"},
+			&cli.BoolFlag{Name: "primary", Usage: "a new node starts as the primary (accepts writes from applications)"},
 			&cli.StringFlag{Name: "listen", Usage: "HOST:PORT peers connect to (default: the address given at init)"},
 			&cli.StringFlag{Name: "schedule", Usage: "replicate on a cron schedule (e.g. \"0 * * * *\") instead of continuously"},
 			&cli.StringFlag{Name: "pre-sync-hook", Usage: "command run before each scheduled or requested sync (primary)"},
@@ -91,7 +95,6 @@ func runDaemon(c *cli.Context) error {
 		return err
 	}
 	defer n.Close()
-	primary := c.Bool("primary")
 	cert, err := gsync.LoadCertificate(dir)
 	if err != nil {
 		return err
@@ -100,17 +103,27 @@ func runDaemon(c *cli.Context) error {
 	if listen == "" {
 		listen = n.Identity.Listen
 	}
+	ctl, err := failover.Load(failover.Options{Self: n.Identity, DB: n.DB, Journal: n.Journal, Primary: c.Bool("primary"), Logger: log})
+	if err != nil {
+		return err
+	}
+	role := ctl.Role()
+	peers, err := node.Peers(dir)
+	if err != nil {
+		return err
+	}
+	// A primary that restarts holds writes until its peers told it that
+	// no other node became primary meanwhile (failover.Controller.Run).
+	frozen := role == gsync.RolePrimary && len(peers) > 0
 	m, err := fs.New(ctx, fs.Options{
 		Backing:    backing,
 		Mountpoint: mount,
 		Journal:    n.Journal,
-		ReadOnly:   !primary,
+		ReadOnly:   role != gsync.RolePrimary,
+		Frozen:     frozen,
 		BeforeMount: func(root string) error {
 			if err := n.ClaimBacking(root, fs.HiddenDir); err != nil {
 				return err
-			}
-			if primary {
-				return nil
 			}
 			// A batch a stop interrupted is finished before anyone
 			// can read the replica.
@@ -127,20 +140,12 @@ func runDaemon(c *cli.Context) error {
 			log.Error("unmount", "err", err)
 		}
 	}()
-	role := "secondary"
-	if primary {
-		role = "primary"
-	}
 	hk := newHooks(dir, c.String("pre-sync-hook"), c.String("post-apply-hook"),
-		[]string{"GEOREP_MOUNT=" + m.Mountpoint(), "GEOREP_BACKING=" + backing, "GEOREP_STATE=" + dir, "GEOREP_ROLE=" + role})
+		[]string{"GEOREP_MOUNT=" + m.Mountpoint(), "GEOREP_BACKING=" + backing, "GEOREP_STATE=" + dir}, ctl.Role)
 	cfg := gsync.Config{
 		Self: n.Identity, Cert: cert, StateDir: dir, DB: n.DB, Journal: n.Journal, Index: n.Index,
-		Root: m.BackingFD(), Primary: primary, Listen: listen, Schedule: c.String("schedule"), Logger: log,
-	}
-	if primary {
-		cfg.Source = m.Volume
-	} else {
-		cfg.Sink = m.Volume
+		Root: m.BackingFD(), Source: m.Volume, Sink: m.Volume, Roles: ctl, Listen: listen,
+		Schedule: c.String("schedule"), Logger: log,
 	}
 	if hk.preSync != "" {
 		cfg.PreSync = func(ctx context.Context) error { return hk.run(ctx, "pre-sync", hk.preSync) }
@@ -156,60 +161,20 @@ func runDaemon(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := ctl.Attach(eng, m.Volume, m.BackingFD(), frozen); err != nil {
+		return err
+	}
 	engDone := make(chan error, 1)
 	go func() { engDone <- eng.Run(ctx) }()
+	ctlDone := make(chan struct{})
+	go func() { ctl.Run(ctx); close(ctlDone) }()
 	mode := "continuous"
 	if s := c.String("schedule"); s != "" {
 		mode = "schedule " + s
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		st := Status{
-			Node: n.Identity.Name, ID: n.Identity.ID, Role: role,
-			Epoch: n.Journal.Epoch(), Seq: n.Journal.Seq(),
-			Mount: m.Mountpoint(), Backing: backing, PID: os.Getpid(), Volume: eng.Volume(), Mode: mode,
-			Peers: []PeerStatus{}, Hooks: hk.status(), Failback: FailbackStatus{State: "none"},
-		}
-		if rc := eng.Receiver(); rc != nil {
-			rs, tree := rc.State()
-			st.Seq = rs.Cursor
-			st.Epoch = max(st.Epoch, rs.Epoch)
-			st.Replica = &ReplicaStatus{CursorEpoch: rs.CursorEpoch, Cursor: rs.Cursor, Applied: rfc3339(rs.Applied),
-				Full: rs.Full, Repair: len(rs.Repair)}
-			if tree.Running {
-				st.Replica.FullSync = &tree
-			}
-		}
-		for _, p := range eng.Peers(r.Context()) {
-			ps := PeerStatus{Name: p.Name, Addr: p.Addr, State: p.State, StateSince: rfc3339(p.StateSince),
-				AckedSeq: p.AckedSeq, LastSynced: rfc3339(p.LastSynced), LagSeconds: p.LagSeconds,
-				PendingEntries: p.PendingEntries, PendingBytes: p.PendingBytes, BytesShipped: p.BytesShipped, Error: p.Error}
-			if p.Tree.Running {
-				tree := p.Tree
-				ps.FullSync = &tree
-			}
-			st.Peers = append(st.Peers, ps)
-		}
-		writeJSON(w, http.StatusOK, st)
-	})
-	mux.HandleFunc("GET /v1/journal", serveJournal(n.Journal))
-	mux.HandleFunc("POST /v1/sync", func(w http.ResponseWriter, r *http.Request) {
-		target, err := eng.Sync(r.Context())
-		if err != nil {
-			writeError(w, http.StatusConflict, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]uint64{"target": target})
-	})
-	mux.HandleFunc("GET /v1/verify", func(w http.ResponseWriter, r *http.Request) {
-		diffs, err := eng.Verify(r.Context(), r.URL.Query().Get("peer"))
-		if err != nil {
-			writeError(w, http.StatusConflict, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, diffs)
-	})
-	stopControl, err := serveControl(ctx, dir, mux, log)
+	d := &daemonState{id: n.Identity, backing: backing, mount: m.Mountpoint(), mode: mode, journal: n.Journal,
+		eng: eng, ctl: ctl, hooks: hk}
+	stopControl, err := serveControl(ctx, dir, d.mux(), log)
 	if err != nil {
 		return err
 	}
@@ -218,7 +183,7 @@ func runDaemon(c *cli.Context) error {
 	gone := make(chan struct{})
 	go func() { m.Wait(); close(gone) }()
 	go cutSessions(ctx, m.Volume, log)
-	log.Info("georep daemon ready", "node", n.Identity.Name, "role", role,
+	log.Info("georep daemon ready", "node", n.Identity.Name, "role", role, "epoch", ctl.State().Epoch,
 		"backing", backing, "mount", m.Mountpoint(), "seq", n.Journal.Seq())
 	select {
 	case <-ctx.Done():
@@ -233,6 +198,7 @@ func runDaemon(c *cli.Context) error {
 	}
 	stop()
 	<-engDone
+	<-ctlDone
 	return nil
 }
 

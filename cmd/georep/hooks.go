@@ -17,14 +17,15 @@ type hooks struct {
 	preSync   string
 	postApply string
 	env       []string
+	role      func() string // the node's role when a hook runs
 
 	mu      sync.Mutex
 	lastErr string
 	running sync.Mutex // one hook at a time, so their logs do not interleave
 }
 
-func newHooks(stateDir, preSync, postApply string, env []string) *hooks {
-	return &hooks{log: filepath.Join(stateDir, "hooks.log"), preSync: preSync, postApply: postApply, env: env}
+func newHooks(stateDir, preSync, postApply string, env []string, role func() string) *hooks {
+	return &hooks{log: filepath.Join(stateDir, "hooks.log"), preSync: preSync, postApply: postApply, env: env, role: role}
 }
 
 // run runs one hook through sh -c with its output appended to the log.
@@ -40,7 +41,7 @@ func (h *hooks) run(ctx context.Context, name, cmdline string) error {
 	fmt.Fprintf(f, "=== %s %s: %s\n", start.UTC().Format(time.RFC3339), name, cmdline)
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", cmdline)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), h.env...)
+	cmd.Env = append(append(os.Environ(), h.env...), "GEOREP_ROLE="+h.role())
 	err = cmd.Run()
 	status := "ok"
 	if err != nil {

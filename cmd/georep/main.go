@@ -1,8 +1,10 @@
 // Command georep makes a directory a replicated directory: a journaled
 // FUSE mount whose changes are shipped to secondaries (see SPEC.md).
 //
-// One file per command group: init.go (init, id), daemon.go, journal.go;
-// control.go is the daemon's control socket and its client.
+// One file per command group: init.go (init, id), daemon.go, journal.go,
+// status.go, peer.go, sync.go, verify.go, failover.go, failback.go;
+// control.go is the daemon's control socket and its client, api.go the
+// control API the daemon serves on it.
 package main
 
 import (
@@ -54,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			peerCommand(),
 			syncCommand(),
 			verifyCommand(),
+			failoverCommand(),
+			failbackCommand(),
 		},
 	}
 	var setUsage func([]*cli.Command)

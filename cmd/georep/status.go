@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/georep/georep/failover"
 	gsync "github.com/georep/georep/sync"
 )
 
@@ -24,12 +25,22 @@ type Status struct {
 	PID     int    `json:"pid"`
 	Volume  string `json:"volume,omitempty"`
 	Mode    string `json:"mode,omitempty"` // continuous, or the cron schedule
+	// Primary is the name of the primary this node knows of (itself when
+	// it is the primary); RoleSince when it took its role.
+	Primary   string `json:"primary,omitempty"`
+	RoleSince string `json:"role_since,omitempty"`
 	// Peers: on a primary, every secondary's replication state.
 	Peers []PeerStatus `json:"peers"`
 	// Replica: on a secondary, where its copy stands.
 	Replica  *ReplicaStatus `json:"replica,omitempty"`
-	Hooks    HookStatus     `json:"hooks"`
-	Failback FailbackStatus `json:"failback"`
+	Hooks    HookStatus              `json:"hooks"`
+	Failback failover.FailbackStatus `json:"failback"`
+	// Conflicts are the conflict copies this node keeps in its backing
+	// dir (never replicated).
+	Conflicts []failover.ConflictSet `json:"conflicts"`
+	// Nodes (status --nodes, the default in text) is every node side by
+	// side, as each answers now.
+	Nodes []failover.NodeStatus `json:"nodes,omitempty"`
 }
 
 // PeerStatus is one peer's replication state.
@@ -68,11 +79,6 @@ type HookStatus struct {
 	LastError string `json:"last_error,omitempty"`
 }
 
-// FailbackStatus is the failback state of the node.
-type FailbackStatus struct {
-	State string `json:"state"`
-}
-
 func rfc3339(t time.Time) string {
 	if t.IsZero() {
 		return ""
@@ -83,19 +89,27 @@ func rfc3339(t time.Time) string {
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "status",
-		Usage:     "show the running daemon's role, epoch, journal seq and peers",
-		UsageText: "georep status --state DIR [--json] [--max-lag DURATION]",
-		Description: "With --max-lag, exits 3 when a peer lags further behind than that, or has\n" +
-			"been disconnected for longer (checked on the primary).",
+		Usage:     "show the running daemon's role, epoch, journal seq and peers, and every node side by side",
+		UsageText: "georep status --state DIR [--json] [--max-lag DURATION] [--local]",
+		Description: "Every reachable node is asked for its role, epoch and seq (a secondary's seq\n" +
+			"is its cursor), so the table shows at a glance who is primary and that no\n" +
+			"replica is ahead of it; --local skips asking. With --max-lag, exits 3 when a\n" +
+			"peer lags further behind than that, or has been disconnected for longer\n" +
+			"(checked on the primary).",
 		Flags: []cli.Flag{stateFlag(), jsonFlag(),
-			&cli.DurationFlag{Name: "max-lag", Usage: "exit 3 when a peer's lag crosses this (e.g. 30s)"}},
+			&cli.DurationFlag{Name: "max-lag", Usage: "exit 3 when a peer's lag crosses this (e.g. 30s)"},
+			&cli.BoolFlag{Name: "local", Usage: "do not ask the peers (no nodes table)"}},
 		Action: func(c *cli.Context) error {
 			dir, err := need(c, "state")
 			if err != nil {
 				return err
 			}
 			var st Status
-			if err := newControlClient(dir).getJSON(c.Context, "/v1/status", &st); err != nil {
+			path := "/v1/status?nodes=1"
+			if c.Bool("local") {
+				path = "/v1/status"
+			}
+			if err := newControlClient(dir).getJSON(c.Context, path, &st); err != nil {
 				return err
 			}
 			if c.Bool("json") {
@@ -141,7 +155,8 @@ func lagCrossed(st *Status, max time.Duration, now time.Time) string {
 func printStatus(c *cli.Context, st *Status) error {
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "node\t%s (%s)\n", st.Node, st.ID)
-	fmt.Fprintf(tw, "role\t%s\nepoch\t%d\nseq\t%d\nmount\t%s\nbacking\t%s\n", st.Role, st.Epoch, st.Seq, st.Mount, st.Backing)
+	fmt.Fprintf(tw, "role\t%s (since %s)\n", st.Role, orNever(st.RoleSince))
+	fmt.Fprintf(tw, "epoch\t%d (primary: %s)\nseq\t%d\nmount\t%s\nbacking\t%s\n", st.Epoch, orNone(st.Primary), st.Seq, st.Mount, st.Backing)
 	if st.Volume != "" {
 		fmt.Fprintf(tw, "volume\t%s\n", st.Volume)
 	}
@@ -157,7 +172,11 @@ func printStatus(c *cli.Context, st *Status) error {
 			fmt.Fprintf(tw, "full sync\tneeded (waiting for the primary)\n")
 		}
 	}
-	fmt.Fprintf(tw, "failback\t%s\n", st.Failback.State)
+	printFailback(tw, &st.Failback)
+	for _, cs := range st.Conflicts {
+		fmt.Fprintf(tw, "conflicts\t%d copies in %s (writes of epoch %d not in %s's history; %s)\n",
+			cs.Count, cs.Dir, cs.Epoch, cs.Primary, cs.Time.Format(time.RFC3339))
+	}
 	if st.Hooks.Log != "" {
 		fmt.Fprintf(tw, "hook log\t%s\n", st.Hooks.Log)
 		if st.Hooks.LastError != "" {
@@ -166,6 +185,10 @@ func printStatus(c *cli.Context, st *Status) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if len(st.Nodes) > 0 {
+		fmt.Fprintln(c.App.Writer)
+		printNodes(c, st.Nodes)
 	}
 	if st.Replica != nil {
 		return nil
@@ -193,6 +216,55 @@ func printStatus(c *cli.Context, st *Status) error {
 		}
 	}
 	return nil
+}
+
+// printFailback prints a failback's state and figures.
+func printFailback(tw *tabwriter.Writer, fb *failover.FailbackStatus) {
+	switch fb.State {
+	case failover.FailbackNone:
+		fmt.Fprintf(tw, "failback\tnone\n")
+		if l := fb.Last; l != nil {
+			fmt.Fprintf(tw, "last failback\t%s: took epoch %d over from %s, froze it %s\n",
+				l.Time.Format(time.RFC3339), l.Epoch, l.From, l.Freeze.Round(time.Millisecond))
+		}
+	case failover.FailbackCommitting:
+		fmt.Fprintf(tw, "failback\tcommitting\n")
+	default:
+		est := "unknown"
+		if fb.Estimate >= 0 {
+			est = (time.Duration(fb.Estimate * float64(time.Second))).Round(time.Second).String()
+		}
+		fmt.Fprintf(tw, "failback\t%s from %s: %d entries, %s pending, lag %.3fs, estimate %s\n",
+			fb.State, orNone(fb.Primary), fb.PendingEntries, humanBytes(int64(fb.PendingBytes)), fb.LagSeconds, est)
+		if fb.Waiting != "" {
+			fmt.Fprintf(tw, "failback waits\t%s\n", fb.Waiting)
+		}
+	}
+}
+
+// printNodes prints every node side by side.
+func printNodes(c *cli.Context, nodes []failover.NodeStatus) {
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tROLE\tEPOCH\tSEQ\tPRIMARY\t")
+	for _, n := range nodes {
+		name := n.Name
+		if n.Self {
+			name += " (this node)"
+		}
+		if !n.Reachable {
+			fmt.Fprintf(tw, "%s\tunreachable\t\t\t\t%s\n", name, oneLine(n.Error))
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t\n", name, n.Role, n.Epoch, n.Seq, n.Primary)
+	}
+	tw.Flush()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }
 
 func orNever(s string) string {
