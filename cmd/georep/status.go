@@ -32,7 +32,7 @@ type Status struct {
 	// Peers: on a primary, every secondary's replication state.
 	Peers []PeerStatus `json:"peers"`
 	// Replica: on a secondary, where its copy stands.
-	Replica  *ReplicaStatus `json:"replica,omitempty"`
+	Replica  *ReplicaStatus          `json:"replica,omitempty"`
 	Hooks    HookStatus              `json:"hooks"`
 	Failback failover.FailbackStatus `json:"failback"`
 	// Conflicts are the conflict copies this node keeps in its backing
