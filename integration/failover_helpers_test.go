@@ -376,3 +376,22 @@ func (w *bg) finish() {
 	close(w.stop)
 	<-w.done
 }
+
+func errorsIsEROFS(err error) bool { return errors.Is(err, syscall.EROFS) }
+
+// rename renames from to to under d's mount and moves the recorded writes
+// below from with it.
+func (l *writeLedger) rename(t *testing.T, d *daemon, from, to string) {
+	t.Helper()
+	if err := os.Rename(filepath.Join(d.mount, from), filepath.Join(d.mount, to)); err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for p, e := range l.files {
+		if p == from || strings.HasPrefix(p, from+"/") {
+			delete(l.files, p)
+			l.files[to+strings.TrimPrefix(p, from)] = e
+		}
+	}
+}

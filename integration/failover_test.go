@@ -118,3 +118,211 @@ func TestFailoverKilledPrimaryAndFailback(t *testing.T) {
 		t.Errorf("shared/f0 is %q, want the replicated version (a's divergent one is a conflict copy)", b)
 	}
 }
+
+// TestFailoverPartitionedPrimary: the old primary is not killed but cut
+// off (both directions) while applications keep writing to it; the
+// secondary is promoted and written to. When the partition heals, the old
+// primary hears of epoch 2, fences itself (its writers get EROFS), keeps
+// what it took alone as conflict copies and follows; failback makes it
+// primary again.
+func TestFailoverPartitionedPrimary(t *testing.T) {
+	proxies := map[[2]int]*switchProxy{}
+	c := newClusterRoutes(t, 1, func(from, to int, addr string) string {
+		p := newSwitchProxy(t, addr)
+		proxies[[2]int{from, to}] = p
+		return p.addr()
+	})
+	a, b := c.primary, c.second[0]
+	names := map[*daemon]string{a: "a", b: "b"}
+	l := newWriteLedger()
+	wa := startBG(l, a, names, "from-a")
+	time.Sleep(500 * time.Millisecond)
+	syncWaitOn(t, a)
+	for _, p := range proxies {
+		p.cut()
+	}
+	cutAt := wa.ok.Load()
+	time.Sleep(500 * time.Millisecond)
+	r := georep(t, "failover", "start", "--state", b.state)
+	if r.code != 0 {
+		t.Fatalf("failover start: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	wb := startBG(l, b, names, "from-b")
+	time.Sleep(700 * time.Millisecond)
+	if role, _ := roleOf(t, a); role != "primary" {
+		t.Fatalf("the partitioned primary is %s before the partition heals", role)
+	}
+	for _, p := range proxies {
+		p.heal()
+	}
+	waitRole(t, a, "secondary", 2, 20*time.Second)
+	if !erofs(a) {
+		t.Error("the old primary's mount accepts writes after it heard of epoch 2")
+	}
+	wa.finish()
+	time.Sleep(300 * time.Millisecond)
+	wb.finish()
+	alone := wa.ok.Load() - cutAt
+	t.Logf("a took %d writes during the partition (%d in all), b %d; a's writer saw %d failures %v",
+		alone, wa.ok.Load(), wb.ok.Load(), wa.failed.Load(), wa.errs)
+	if alone < 5 {
+		t.Errorf("a took only %d writes while partitioned", alone)
+	}
+	copies := conflictCopies(t, a.backing)
+	if len(copies) == 0 {
+		t.Error("no conflict copies on the old primary")
+	}
+	freeze := failbackTo(t, a)
+	t.Logf("failback commit froze b for %s", freeze)
+	waitRole(t, a, "primary", 3, 5*time.Second)
+	waitRole(t, b, "secondary", 3, 5*time.Second)
+	syncWaitOn(t, a)
+	verifyOn(t, a)
+	sameTrees(t, a, b)
+	live, kept := l.check(t, a.backing, a.backing)
+	t.Logf("ledger: %d writes live, %d in conflict copies (%d copies made)", live, kept, len(copies))
+	if kept == 0 {
+		t.Error("none of a's writes during the partition is in a conflict copy")
+	}
+}
+
+// TestFailoverPicksTheMostAdvanced: of two secondaries at different
+// cursors, the one behind is refused without --force (naming the one
+// ahead and by how much); the one ahead is promoted; the other follows it
+// from its cursor, catching up from the new primary's received log.
+func TestFailoverPicksTheMostAdvanced(t *testing.T) {
+	var toB *switchProxy
+	c := newClusterRoutes(t, 2, func(from, to int, addr string) string {
+		if from == 0 && to == 1 {
+			toB = newSwitchProxy(t, addr)
+			return toB.addr()
+		}
+		return addr
+	})
+	a, b, cc := c.primary, c.second[0], c.second[1]
+	l := newWriteLedger()
+	for i := 0; i < 30; i++ {
+		l.mustWrite(t, a, "a", fmt.Sprintf("both/%02d", i), []byte(fmt.Sprintf("both have %d", i)))
+	}
+	l.rename(t, a, "both", "both-moved")
+	syncWaitOn(t, a)
+	toB.cut()
+	for i := 0; i < 30; i++ {
+		l.mustWrite(t, a, "a", fmt.Sprintf("only-c/%02d", i), []byte(fmt.Sprintf("c has %d", i)))
+	}
+	l.rename(t, a, "only-c", "only-c-moved")
+	l.mustWrite(t, a, "a", "only-c-moved/00", []byte("rewritten after the move"))
+	// c has everything, b not the last part.
+	deadline := time.Now().Add(20 * time.Second)
+	for seq := a.seq(); ; time.Sleep(50 * time.Millisecond) {
+		if uint64(statusOf(t, cc)["seq"].(float64)) >= seq {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("c did not catch up")
+		}
+	}
+	bSeq, cSeq := uint64(statusOf(t, b)["seq"].(float64)), uint64(statusOf(t, cc)["seq"].(float64))
+	a.kill()
+
+	r := georep(t, "failover", "start", "--state", b.state)
+	if r.code != 1 {
+		t.Fatalf("failover start on the secondary behind: exit %d, want 1: %s%s", r.code, r.stdout, r.stderr)
+	}
+	want := fmt.Sprintf("s2 is ahead of this node by %d records", cSeq-bSeq)
+	if !strings.Contains(r.stderr, want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Errorf("refusal %q does not say %q on one line", r.stderr, want)
+	}
+	if role, _ := roleOf(t, b); role != "secondary" {
+		t.Fatalf("the refused node is %s", role)
+	}
+	r = georep(t, "failover", "start", "--state", cc.state)
+	if r.code != 0 {
+		t.Fatalf("failover start on the secondary ahead: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	waitRole(t, cc, "primary", 2, 5*time.Second)
+	waitRole(t, b, "secondary", 2, 10*time.Second)
+	for i := 0; i < 10; i++ {
+		l.mustWrite(t, cc, "c", fmt.Sprintf("after/%02d", i), []byte(fmt.Sprintf("c wrote %d as primary", i)))
+	}
+	// The old primary comes back too: it holds nothing c lacks.
+	toB.heal()
+	a.restart()
+	waitRole(t, a, "secondary", 2, 20*time.Second)
+	syncWaitOn(t, cc)
+	verifyOn(t, cc)
+	sameTrees(t, cc, a, b)
+	if got := conflictCopies(t, a.backing); len(got) != 0 {
+		t.Errorf("the old primary made conflict copies though c had everything: %v", got)
+	}
+	if strings.Contains(cc.log.String(), "full tree sync") {
+		t.Errorf("the new primary needed a full tree sync to bring a node in line:\n%s", tail(cc.log.String(), 40))
+	}
+	live, kept := l.check(t, cc.backing)
+	if kept != 0 || live != 70 {
+		t.Errorf("ledger: %d live, %d kept; want all 70 live", live, kept)
+	}
+}
+
+// TestFailbackCommitBlocksWriters: while failback commit runs, a writer
+// on the current primary blocks (it does not fail); when the roles have
+// swapped, its blocked write ends with EROFS (the volume is written on
+// the new primary now). The longest block is measured.
+func TestFailbackCommitBlocksWriters(t *testing.T) {
+	p := newPair(t)
+	l := newWriteLedger()
+	for i := 0; i < 50; i++ {
+		l.mustWrite(t, p.a, "a", fmt.Sprintf("d/%02d", i), bytes.Repeat([]byte{byte(i)}, 4096))
+	}
+	syncWaitOn(t, p.a)
+	p.a.kill()
+	if r := georep(t, "failover", "start", "--state", p.b.state); r.code != 0 {
+		t.Fatalf("failover start: %s", r.stderr)
+	}
+	p.a.restart()
+	waitRole(t, p.a, "secondary", 2, 20*time.Second)
+	if r := georep(t, "failback", "start", "--state", p.a.state, "--wait", "--timeout", "60s"); r.code != 0 {
+		t.Fatalf("failback start: %s", r.stderr)
+	}
+	type call struct {
+		took time.Duration
+		err  error
+	}
+	calls := make(chan call, 1<<16)
+	go func() {
+		defer close(calls)
+		for i := 0; ; i++ {
+			start := time.Now()
+			err := l.write(p.b, "b", fmt.Sprintf("w/%06d", i), []byte(fmt.Sprintf("write %d", i)))
+			calls <- call{time.Since(start), err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	r := georep(t, "failback", "commit", "--state", p.a.state)
+	if r.code != 0 {
+		t.Fatalf("failback commit: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	t.Logf("failback commit: %s", strings.TrimSpace(r.stdout))
+	var longest time.Duration
+	var last call
+	n := 0
+	for c := range calls {
+		n++
+		longest = max(longest, c.took)
+		last = c
+	}
+	if !errorsIsEROFS(last.err) {
+		t.Errorf("the writer's last write ended with %v, want EROFS (the mount turned read-only)", last.err)
+	}
+	t.Logf("%d writes on the old primary; the longest blocked %s (the last, %s, ended with %v)", n-1, longest, last.took, last.err)
+	if longest > time.Second {
+		t.Errorf("a write blocked %s during the commit (target < 1s)", longest)
+	}
+	waitRole(t, p.a, "primary", 3, 5*time.Second)
+	syncWaitOn(t, p.a)
+	sameTrees(t, p.a, p.b)
+	l.check(t, p.a.backing)
+}

@@ -47,6 +47,23 @@ func newCluster(t *testing.T, n int, extra ...string) *cluster {
 // through the address via(i, addr) returns (a proxy), if via is set.
 func newClusterVia(t *testing.T, n int, via func(i int, addr string) string, extra ...string) *cluster {
 	t.Helper()
+	var route func(from, to int, addr string) string
+	if via != nil {
+		route = func(from, to int, addr string) string {
+			if from == 0 {
+				return via(to, addr)
+			}
+			return addr
+		}
+	}
+	return newClusterRoutes(t, n, route, extra...)
+}
+
+// newClusterRoutes is newCluster where node from reaches node to (0 is
+// the primary) at the address route(from, to, addr) returns, if route is
+// set.
+func newClusterRoutes(t *testing.T, n int, route func(from, to int, addr string) string, extra ...string) *cluster {
+	t.Helper()
 	c := &cluster{t: t, addrs: map[*daemon]string{}}
 	type nd struct{ name, state, backing, mount, addr string }
 	var nodes []nd
@@ -63,8 +80,8 @@ func newClusterVia(t *testing.T, n int, via func(i int, addr string) string, ext
 			if a.name != b.name {
 				id := strings.TrimSpace(mustGeorep(t, "id", "--state", b.state))
 				addr := b.addr
-				if i == 0 && via != nil {
-					addr = via(k, addr)
+				if route != nil {
+					addr = route(i, k, addr)
 				}
 				mustGeorep(t, "peer", "add", "--state", a.state, b.name, addr, id)
 			}
