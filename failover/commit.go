@@ -334,10 +334,14 @@ func (c *Controller) finalDelta(ctx context.Context, p node.Peer) (uint64, error
 
 // handedOver makes this node, which handed the role over with ho, a
 // secondary of the new primary: its data is the new history up to the
-// handover's start.
+// handover's start. A handover already resolved by the new primary's
+// claim (Observe) is left to that primary's session to join.
 func (c *Controller) handedOver(ho *Handover) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.st.Handover == nil || c.st.Handover.Token != ho.Token {
+		return nil
+	}
 	rs, _ := c.eng.Receiver().State()
 	st := c.st.clone()
 	st.Role, st.Epoch, st.Primary, st.Since = gsync.RoleSecondary, ho.Epoch, ho.To, time.Now().UTC()
@@ -432,14 +436,9 @@ func (c *Controller) resolveLoop(ctx context.Context) {
 			case err != nil:
 				c.log.Info("still waiting to learn whether the failback commit took effect", "to", ho.ToName, "err", err)
 			case outcome == outcomePromoted:
-				c.mu.Lock()
-				cur := c.st.Handover
-				c.mu.Unlock()
-				if cur != nil && cur.Token == ho.Token {
-					if err := c.handedOver(ho); err != nil {
-						c.log.Error("record the handover", "err", err)
-						break
-					}
+				if err := c.handedOver(ho); err != nil {
+					c.log.Error("record the handover", "err", err)
+					break
 				}
 				c.log.Warn("the failback commit took effect: this node follows the new primary", "primary", ho.ToName)
 				return

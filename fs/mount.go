@@ -57,7 +57,11 @@ var ErrMountpointInUse = errors.New("mount point in use")
 // New mounts the journaled file system. The backing dir is opened before
 // mounting, and reached through that descriptor afterwards, so the mount
 // may cover it (in-place mount). A dead FUSE mount left at the mount point
-// by a killed daemon is detached first.
+// by a killed daemon is detached first: for an in-place mount before
+// anything else (it covers the backing dir), otherwise only just before
+// the new mount goes up, so that writers keep getting ENOTCONN rather
+// than writing into the bare directory underneath while the daemon
+// starts.
 func New(ctx context.Context, o Options) (*Mount, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -69,20 +73,27 @@ func New(ctx context.Context, o Options) (*Mount, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount point %q: %w", o.Mountpoint, err)
 	}
-	if err := ClearStale(mnt, o.Logger); err != nil {
-		return nil, err
+	backingAbs, _ := filepath.Abs(o.Backing)
+	dead := isDead(mnt)
+	if dead && backingAbs == mnt {
+		if err := ClearStale(mnt, o.Logger); err != nil {
+			return nil, err
+		}
+		dead = false
 	}
-	if err := checkDir(mnt, "mount point"); err != nil {
-		return nil, err
-	}
-	// The mount table holds resolved paths.
-	if real, err := filepath.EvalSymlinks(mnt); err == nil {
-		mnt = real
-	}
-	if live, err := IsFuseMount(mnt); err != nil {
-		return nil, err
-	} else if live {
-		return nil, fmt.Errorf("%w: %s already has a FUSE file system mounted", ErrMountpointInUse, mnt)
+	if !dead {
+		if err := checkDir(mnt, "mount point"); err != nil {
+			return nil, err
+		}
+		// The mount table holds resolved paths.
+		if real, err := filepath.EvalSymlinks(mnt); err == nil {
+			mnt = real
+		}
+		if live, err := IsFuseMount(mnt); err != nil {
+			return nil, err
+		} else if live {
+			return nil, fmt.Errorf("%w: %s already has a FUSE file system mounted", ErrMountpointInUse, mnt)
+		}
 	}
 	back, err := OpenBacking(o.Backing)
 	if err != nil {
@@ -117,6 +128,13 @@ func New(ctx context.Context, o Options) (*Mount, error) {
 		AttrTimeout:  &timeout,
 		MountOptions: MountOptions(o.Backing, o.Debug),
 	}
+	if dead {
+		if err := ClearStale(mnt, o.Logger); err != nil {
+			back.Close()
+			return nil, err
+		}
+	}
+	warnHidden(mnt, backingAbs, o.Logger)
 	server, err := gofs.Mount(mnt, rootNode, opts)
 	if err != nil {
 		back.Close()
@@ -176,14 +194,38 @@ func checkDir(dir, what string) error {
 	return nil
 }
 
+// isDead reports whether a dead FUSE mount is at dir ("transport endpoint
+// is not connected"): statfs is never answered from the kernel's caches,
+// unlike stat, so it reaches the daemon and sees a dead connection.
+func isDead(dir string) bool {
+	var st unix.Statfs_t
+	err := unix.Statfs(dir, &st)
+	return errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED)
+}
+
+// warnHidden warns when a mount point that is not the backing dir holds
+// entries: the mount hides them (an application wrote there while no
+// daemon was mounted, and georep never saw it).
+func warnHidden(mnt, backing string, log *slog.Logger) {
+	if mnt == backing {
+		return
+	}
+	f, err := os.Open(mnt)
+	if err != nil {
+		return
+	}
+	names, _ := f.Readdirnames(5)
+	f.Close()
+	if len(names) > 0 {
+		log.Error("the mount point holds entries the mount now hides: they were written while no georep daemon was mounted there, and are not in the volume",
+			"mount", mnt, "entries", names)
+	}
+}
+
 // ClearStale detaches a dead FUSE mount at dir ("transport endpoint is not
 // connected"), which a daemon killed with SIGKILL leaves behind.
 func ClearStale(dir string, log *slog.Logger) error {
-	// statfs is never answered from the kernel's caches, unlike stat: it
-	// reaches the daemon, so it sees a dead connection.
-	var st unix.Statfs_t
-	err := unix.Statfs(dir, &st)
-	if !errors.Is(err, unix.ENOTCONN) && !errors.Is(err, unix.ECONNABORTED) {
+	if !isDead(dir) {
 		return nil
 	}
 	log.Warn("detaching a dead FUSE mount left by a previous daemon", "mount", dir)

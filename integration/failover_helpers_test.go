@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // switchProxy forwards TCP to a target until cut: then it closes every
@@ -117,6 +119,13 @@ type writeLedgerEntry struct {
 	node string
 }
 
+// fuseSuperMagic is statfs's f_type of a FUSE file system.
+const fuseSuperMagic = 0x65735546
+
+// errBypassed: the write went to the mount point's bare directory (no
+// daemon mounted there), not to georep.
+var errBypassed = errors.New("not on a FUSE mount")
+
 func newWriteLedger() *writeLedger { return &writeLedger{files: map[string]writeLedgerEntry{}} }
 
 // write writes data to rel under the mount of node d and records it if
@@ -129,6 +138,14 @@ func (l *writeLedger) write(d *daemon, node, rel string, data []byte) error {
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
+	}
+	// While a killed daemon restarts there is a moment between the dead
+	// mount's detach and the new mount when the path is the bare
+	// directory underneath: a write there never reached georep.
+	var sfs unix.Statfs_t
+	if unix.Fstatfs(int(f.Fd()), &sfs) == nil && sfs.Type != fuseSuperMagic {
+		f.Close()
+		return errBypassed
 	}
 	_, err = f.Write(data)
 	if cerr := f.Close(); err == nil {
@@ -193,7 +210,11 @@ func (l *writeLedger) check(t *testing.T, live string, keep ...string) (inLive, 
 			inConflict++
 		default:
 			if lost++; lost <= 20 {
-				t.Errorf("acknowledged write lost: %s (written on %s)", p, l.files[p].node)
+				have := "missing"
+				if b, err := os.ReadFile(filepath.Join(live, p)); err == nil {
+					have = fmt.Sprintf("%d bytes, sha256 %x", len(b), sha256.Sum256(b))
+				}
+				t.Errorf("acknowledged write lost: %s (written on %s, sha256 %x; the live tree has: %s)", p, l.files[p].node, l.files[p].sum, have)
 			}
 		}
 	}
@@ -360,7 +381,10 @@ func startBG(l *writeLedger, d *daemon, names map[*daemon]string, prefix string)
 			if err != nil {
 				w.failed.Add(1)
 				w.mu.Lock()
-				w.errs[errors.Unwrap(err).Error()]++
+				if e := errors.Unwrap(err); e != nil {
+					err = e
+				}
+				w.errs[err.Error()]++
 				w.mu.Unlock()
 				time.Sleep(10 * time.Millisecond)
 				continue

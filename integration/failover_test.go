@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -325,4 +326,155 @@ func TestFailbackCommitBlocksWriters(t *testing.T) {
 	syncWaitOn(t, p.a)
 	sameTrees(t, p.a, p.b)
 	l.check(t, p.a.backing)
+}
+
+// failedOver makes b the primary (a killed, b promoted, a back and
+// following b) and starts a's failback, waiting until it is completed.
+func failedOver(t *testing.T, p *pair) {
+	t.Helper()
+	syncWaitOn(t, p.a)
+	p.a.kill()
+	if r := georep(t, "failover", "start", "--state", p.b.state); r.code != 0 {
+		t.Fatalf("failover start: %s", r.stderr)
+	}
+	p.a.restart()
+	waitRole(t, p.a, "secondary", 2, 20*time.Second)
+	failbackCompleted(t, p.a)
+}
+
+func failbackCompleted(t *testing.T, d *daemon) {
+	t.Helper()
+	if r := georep(t, "failback", "start", "--state", d.state, "--wait", "--timeout", "60s"); r.code != 0 {
+		t.Fatalf("failback start: exit %d: %s%s\n%s", r.code, r.stdout, r.stderr, tail(d.log.String(), 40))
+	}
+}
+
+// settled waits until exactly one of the nodes is primary and the others
+// follow it at its epoch, and returns the primary.
+func settled(t *testing.T, within time.Duration, ds ...*daemon) *daemon {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var last string
+	for time.Now().Before(deadline) {
+		var primary *daemon
+		var epoch uint64
+		primaries, followers := 0, 0
+		last = ""
+		for _, d := range ds {
+			st := statusOf(t, d)
+			if st == nil {
+				last += d.state + ": down; "
+				continue
+			}
+			role, e := st["role"].(string), uint64(st["epoch"].(float64))
+			last += fmt.Sprintf("%s: %s epoch %d; ", d.state, role, e)
+			if role == "primary" {
+				primaries++
+				primary, epoch = d, e
+			}
+		}
+		if primaries == 1 {
+			for _, d := range ds {
+				if role, e := roleOf(t, d); d != primary && role == "secondary" && e == epoch {
+					followers++
+				}
+			}
+			if followers == len(ds)-1 {
+				return primary
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, d := range ds {
+		t.Logf("%s log:\n%s", d.state, tail(d.log.String(), 30))
+	}
+	t.Fatalf("the cluster did not settle on one primary within %s: %s", within, last)
+	return nil
+}
+
+// TestFailbackCommitCrash kills either node with SIGKILL at every crash
+// point of failback commit (and at random moments of it); after both are
+// running again the cluster has one primary, the other node follows it,
+// the trees are identical and no acknowledged write is lost.
+func TestFailbackCommitCrash(t *testing.T) {
+	type crash struct {
+		point   string
+		primary bool // the current primary (b) crashes, else a
+		// want is who ends up primary: "a" (the commit took effect) or "b".
+		want string
+	}
+	for _, tc := range []crash{
+		{"commit-frozen", true, "b"},
+		{"commit-handover", true, "b"},
+		{"commit-promote-sent", true, "a"},
+		{"commit-after-handover", true, "a"},
+		{"promote-before-persist", false, "b"},
+		{"promote-after-persist", false, "a"},
+		{"random", true, ""},
+		{"random", false, ""},
+		{"random", true, ""},
+		{"random", false, ""},
+	} {
+		name := tc.point + map[bool]string{true: "/primary", false: "/returning"}[tc.primary]
+		t.Run(name, func(t *testing.T) {
+			p := newPair(t)
+			l := newWriteLedger()
+			for i := 0; i < 20; i++ {
+				l.mustWrite(t, p.a, "a", fmt.Sprintf("pre/%02d", i), bytes.Repeat([]byte{byte(i)}, 3000))
+			}
+			failedOver(t, p)
+			victim := p.a
+			if tc.primary {
+				victim = p.b
+			}
+			if tc.point != "random" {
+				victim.stop()
+				victim.env, victim.mayCrash = []string{"GEOREP_TEST_CRASH_AT=" + tc.point}, true
+				victim.start()
+				waitRole(t, p.a, "secondary", 2, 20*time.Second)
+				failbackCompleted(t, p.a)
+			}
+			w := startBG(l, p.b, p.names, "during")
+			time.Sleep(200 * time.Millisecond)
+			commit := make(chan result, 1)
+			go func() { commit <- georep(t, "failback", "commit", "--state", p.a.state) }()
+			if tc.point == "random" {
+				time.Sleep(time.Duration(rand.IntN(60)) * time.Millisecond)
+				victim.kill()
+			}
+			select {
+			case <-victim.exited:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("crash point %s never reached", tc.point)
+			}
+			r := <-commit
+			victim.env, victim.mayCrash = nil, false
+			victim.restart()
+			w.finish()
+			primary := settled(t, 30*time.Second, p.a, p.b)
+			got := p.names[primary]
+			t.Logf("commit: exit %d %s%s; %s is primary; writer: %d ok, %d failed %v",
+				r.code, strings.TrimSpace(r.stdout), strings.TrimSpace(r.stderr), got, w.ok.Load(), w.failed.Load(), w.errs)
+			if tc.want != "" && got != tc.want {
+				t.Errorf("after a crash at %s, %s is primary; want %s", tc.point, got, tc.want)
+			}
+			l.mustWrite(t, primary, got, "final", []byte("after the crash"))
+			syncWaitOn(t, primary)
+			verifyOn(t, primary)
+			sameTrees(t, p.a, p.b)
+			l.check(t, primary.backing)
+			if t.Failed() {
+				t.Logf("a's log:\n%s\nb's log:\n%s", tail(p.a.log.String(), 80), tail(p.b.log.String(), 80))
+				if os.Getenv("GEOREP_TEST_DUMP_JOURNAL") != "" {
+					t.Logf("b's journal:\n%s", georep(t, "journal", "--state", p.b.state).stdout)
+					t.Logf("a's journal:\n%s", georep(t, "journal", "--state", p.a.state).stdout)
+				}
+			}
+			for _, d := range []*daemon{p.a, p.b} {
+				if c := conflictCopies(t, d.backing); len(c) > 0 {
+					t.Errorf("a failback commit made conflict copies on %s: %v", p.names[d], c)
+				}
+			}
+		})
+	}
 }
