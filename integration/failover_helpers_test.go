@@ -354,6 +354,7 @@ type bg struct {
 	longest atomic.Int64
 	mu      sync.Mutex
 	errs    map[string]int
+	odd     []string // failures no role change explains, in full
 }
 
 func startBG(l *writeLedger, d *daemon, names map[*daemon]string, prefix string) *bg {
@@ -381,6 +382,9 @@ func startBG(l *writeLedger, d *daemon, names map[*daemon]string, prefix string)
 			if err != nil {
 				w.failed.Add(1)
 				w.mu.Lock()
+				if errors.Is(err, syscall.EEXIST) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.EIO) {
+					w.odd = append(w.odd, fmt.Sprintf("%s on %s", err, w.names[d]))
+				}
 				if e := errors.Unwrap(err); e != nil {
 					err = e
 				}
