@@ -15,10 +15,17 @@ package main
 //   (c) the initial sync of the smallest tree of (a) vs `rsync -a`;
 //   (d) replication lag under a steady write load (continuous mode): a
 //       marker file written every 100 ms, the time until it is in the
-//       secondary's backing dir, p50 and p99.
+//       secondary's backing dir, p50 and p99;
+//   (e) failover and failback on the trees of (a): the primary is killed,
+//       the secondary promoted and 1,000 files changed on it; the old
+//       primary comes back, and the time for `georep failback start` to
+//       reach completed is compared with `rsync -a --delete` bringing a
+//       copy of the old tree up to date; then 1,000 more files change and
+//       `georep failback commit` reports how long it froze the primary.
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -61,6 +68,16 @@ type treeResult struct {
 	georepInit, rsyncInit    time.Duration
 	georepInc, rsyncInc      time.Duration
 	georepWire, rsyncSentInc int64
+	failback                 failbackResult
+}
+
+// failbackResult is (e) for one tree.
+type failbackResult struct {
+	failover        time.Duration // georep failover start
+	start, rsync    time.Duration // old primary's restart → failback completed; rsync -a --delete
+	changed, during int           // files changed before failback start, and after it
+	freeze          time.Duration // reported by failback commit
+	commit          time.Duration // the whole failback commit command
 }
 
 type bigResult struct {
@@ -153,6 +170,19 @@ func (c *syncConfig) start(n *benchNode, args ...string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("daemon %s did not start (log %s)", n.name, n.log.Name())
+}
+
+// kill kills the daemon with SIGKILL and detaches its dead mount.
+func (n *benchNode) kill() {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return
+	}
+	n.cmd.Process.Kill()
+	n.cmd.Wait()
+	syscall.Unmount(n.mount, syscall.MNT_DETACH)
+	setLive(n.mount, false)
+	n.log.Close()
+	n.cmd = nil
 }
 
 func (n *benchNode) stop() {
@@ -281,7 +311,108 @@ func (c *syncConfig) benchTree(ctx context.Context, files int) (treeResult, erro
 	if out, err := c.georep("verify", "--state", a.state); err != nil {
 		return r, fmt.Errorf("verify after the incremental sync: %v %s", err, out)
 	}
+	// target is now a copy of the tree as both nodes hold it.
+	r.failback, err = c.benchFailback(ctx, a, b, target, files)
+	return r, err
+}
+
+// change rewrites n files of the tree of files through the mount of n.
+func change(root string, files, n int, seed uint64) error {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	for i := 0; i < n; i++ {
+		k := rng.IntN(files)
+		p := filepath.Join(root, fmt.Sprintf("d%04d", k/1000), fmt.Sprintf("f%06d", k))
+		if err := os.WriteFile(p, []byte(fmt.Sprintf("changed again %d %d %d\n", seed, i, k)), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// benchFailback is (e): a is the primary of a tree of files that b and
+// target hold too.
+func (c *syncConfig) benchFailback(ctx context.Context, a, b *benchNode, target string, files int) (failbackResult, error) {
+	r := failbackResult{changed: 1000, during: 1000}
+	c.logf("sync bench: failover of a %d-file tree", files)
+	a.kill()
+	t0 := time.Now()
+	if _, err := c.georep("failover", "start", "--state", b.state); err != nil {
+		return r, err
+	}
+	r.failover = time.Since(t0)
+	if err := change(b.mount, files, r.changed, 1); err != nil {
+		return r, err
+	}
+	syncFS()
+	// The old primary pulls the delta from its restart on: it comes back
+	// fenced, follows b, and is brought in line while failback start waits.
+	c.logf("sync bench: failback of a %d-file tree", files)
+	t0 = time.Now()
+	if err := c.start(a); err != nil {
+		return r, err
+	}
+	if _, err := c.georep("failback", "start", "--state", a.state, "--wait", "--timeout", "1h"); err != nil {
+		return r, err
+	}
+	r.start = time.Since(t0)
+	syncFS()
+	var err error
+	if r.rsync, _, err = timeCmd("rsync", "-a", "--delete", "--exclude=/.georep", b.backing+"/", target+"/"); err != nil {
+		return r, err
+	}
+	if err := change(b.mount, files, r.during, 2); err != nil {
+		return r, err
+	}
+	for {
+		out, err := c.georep("failback", "status", "--state", a.state, "--json")
+		if err != nil {
+			return r, err
+		}
+		if strings.Contains(out, `"state": "completed"`) {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return r, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t0 = time.Now()
+	out, err := c.georep("failback", "commit", "--state", a.state, "--json")
+	if err != nil {
+		return r, err
+	}
+	r.commit = time.Since(t0)
+	var rep struct {
+		Freeze int64 `json:"freeze_ns"`
+		Known  bool  `json:"freeze_known"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || !rep.Known {
+		return r, fmt.Errorf("failback commit reported no freeze time: %s", out)
+	}
+	r.freeze = time.Duration(rep.Freeze)
+	if err := c.waitRole(a, "primary", time.Minute); err != nil {
+		return r, err
+	}
+	if _, err := c.syncWait(a); err != nil {
+		return r, err
+	}
+	if out, err := c.georep("verify", "--state", a.state); err != nil {
+		return r, fmt.Errorf("verify after the failback: %v %s", err, out)
+	}
 	return r, nil
+}
+
+// waitRole waits until n's daemon reports role.
+func (c *syncConfig) waitRole(n *benchNode, role string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		out, err := c.georep("status", "--state", n.state, "--json", "--local")
+		if err == nil && strings.Contains(out, `"role": "`+role+`"`) {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s is not %s after %s (log %s)", n.name, role, within, n.log.Name())
 }
 
 // benchBig is (b).
@@ -519,7 +650,7 @@ func (r syncResult) markdown(m machine, date time.Time, cfg syncConfig) string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	p("%s\n", syncBegin)
-	p("## Replication: georep vs rsync\n\n")
+	p("## Replication, failover and failback: georep vs rsync\n\n")
 	p("- Date: %s\n", date.Format("2006-01-02 15:04 UTC"))
 	p("- Machine: Linux %s; CPU %s; %d CPUs; %s memory; scratch file system %s\n", m.kernel, m.cpu, m.nproc, m.mem, m.fs)
 	p("- Go %s; georep %s; %s\n", m.goVersion, m.revision, rsyncVersion())
@@ -549,6 +680,17 @@ func (r syncResult) markdown(m machine, date time.Time, cfg syncConfig) string {
 	p("a marker file written every 100 ms, time until it is in the secondary's backing dir (polled every 2 ms). Target: p99 < 1 s.\n\n")
 	p("| samples | p50 | p99 | max |\n| ---: | ---: | ---: | ---: |\n")
 	p("| %d | %s | %s | %s |\n", len(r.lag.samples), secs(percentile(r.lag.samples, 0.5)), secs(percentile(r.lag.samples, 0.99)), secs(percentile(r.lag.samples, 1)))
+	p("\n**(e) Failover and failback** on the trees of (a), after its incremental sync: the primary a is killed (SIGKILL), `georep failover start` promotes b, ")
+	p("1,000 files are rewritten through b's mount, then a is restarted and `georep failback start --wait` run on it: the time from a's restart (it comes back fenced, ")
+	p("joins b's history and is brought in line in the background) until the failback is completed, against `rsync -a --delete` bringing a copy of the old tree (taken by (a)'s rsync) up to date with b's. ")
+	p("Then 1,000 more files are rewritten on b and, once the failback status is completed again, `georep failback commit` runs: the freeze is what it reports ")
+	p("(b's mount frozen until the roles have swapped). `verify` passes after each run. Targets (SPEC §6): freeze < 1 s with 1,000 files changed since failback start; completed faster than rsync.\n\n")
+	p("| files | failover start | old primary restarted → failback completed | rsync -a --delete | georep vs rsync | failback commit freeze | commit command |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, t := range r.tree {
+		f := t.failback
+		p("| %d | %s | %s | %s | %.1f× faster | %s | %s |\n", t.files, secs(f.failover), secs(f.start), secs(f.rsync),
+			f.rsync.Seconds()/f.start.Seconds(), secs(f.freeze), secs(f.commit))
+	}
 	p("%s\n", syncEnd)
 	return b.String()
 }
@@ -588,7 +730,8 @@ func runSync(ctx context.Context, cfg config, stdout, progress io.Writer) error 
 			sc.logf("sync bench: %v (removing the scratch trees)", err)
 			return err
 		}
-		sc.logf("sync bench: %d files: georep %s vs rsync %s (incremental); initial %s vs %s", n, t.georepInc, t.rsyncInc, t.georepInit, t.rsyncInit)
+		sc.logf("sync bench: %d files: georep %s vs rsync %s (incremental); initial %s vs %s; failback start %s vs rsync %s, commit froze %s",
+			n, t.georepInc, t.rsyncInc, t.georepInit, t.rsyncInit, t.failback.start, t.failback.rsync, t.failback.freeze)
 		res.tree = append(res.tree, t)
 	}
 	if res.big, err = sc.benchBig(ctx); err != nil {
