@@ -28,7 +28,7 @@ build:
 # every decoder of untrusted bytes.
 test: deps
 	$(GO) vet ./...
-	$(GO) test -count=1 -race ./journal/... ./index/... ./node/... ./sync/...
+	$(GO) test -count=1 -race ./journal/... ./index/... ./node/... ./sync/... ./failover/...
 	$(GO) test -count=1 ./fs/... ./cmd/... ./bench/...
 	$(GO) test -count=1 -timeout 20m ./integration/...
 	$(MAKE) fuzz
@@ -39,6 +39,7 @@ fuzz:
 	$(GO) test ./sync -run '^$$' -fuzz '^FuzzCheckPath$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./sync -run '^$$' -fuzz '^FuzzDecodeFrames$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./sync -run '^$$' -fuzz '^FuzzApplyBatch$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./failover -run '^$$' -fuzz '^FuzzDecodeMessage$$' -fuzztime $(FUZZTIME)
 
 # bench measures the mount against native and plain go-fuse loopback and
 # writes BENCHMARKS.md.
