@@ -75,6 +75,7 @@ func TestMessageCheck(t *testing.T) {
 		}
 	}
 }
+
 // rwConn is a net.Conn reading from r and discarding writes.
 type rwConn struct{ r io.Reader }
 
