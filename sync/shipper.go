@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	gosync "sync"
@@ -386,7 +387,7 @@ func (s *shipper) repair(ctx context.Context, c *Conn, cursor uint64, paths []st
 	if !unsettled {
 		since = cursor
 	}
-	if err := s.treeSync(ctx, c, paths, cursor, false, false); err != nil {
+	if err := s.treeSync(ctx, c, paths, cursor, false, false, nil); err != nil {
 		return cursor, err
 	}
 	err = s.e.cfg.Source.Quiesce(ctx, func() error {
@@ -399,11 +400,12 @@ func (s *shipper) repair(ctx context.Context, c *Conn, cursor uint64, paths []st
 				return err
 			}
 		}
-		touched, err := s.touched(ctx, since, cursor)
+		touched, inos, err := s.touched(ctx, since, cursor)
 		if err != nil {
 			return err
 		}
-		return s.treeSync(ctx, c, append(paths, touched...), cursor, true, false)
+		roots := append(paths, touched...)
+		return s.treeSync(ctx, c, append(roots, s.allNames(roots, inos, nil)...), cursor, true, false, nil)
 	})
 	return cursor, err
 }
@@ -681,7 +683,7 @@ func (f *fixups) list(root int) []Fixup {
 // treeSync compares the trees at paths and ships what differs; with
 // final, the replica's cursor becomes seq when it is done. full: the
 // comparison makes a whole new copy (a full sync).
-func (s *shipper) treeSync(ctx context.Context, c *Conn, paths []string, seq uint64, final, full bool) error {
+func (s *shipper) treeSync(ctx context.Context, c *Conn, paths []string, seq uint64, final, full bool, names linkNames) error {
 	s.mu.Lock()
 	s.tree = TreeProgress{Running: true}
 	s.mu.Unlock()
@@ -690,7 +692,7 @@ func (s *shipper) treeSync(ctx context.Context, c *Conn, paths []string, seq uin
 		s.tree.Running = false
 		s.mu.Unlock()
 	}()
-	t := &treeSender{root: s.e.cfg.Root, c: c, stats: &TreeProgress{}}
+	t := &treeSender{root: s.e.cfg.Root, c: c, stats: &TreeProgress{}, names: names}
 	stop := s.publishTree(t.stats)
 	defer stop()
 	if err := c.Send(TTree, &TreeBegin{Seq: seq, Full: full}); err != nil {
@@ -757,6 +759,12 @@ func (s *shipper) fullSync(ctx context.Context, c *Conn) (uint64, error) {
 		return 0, err
 	}
 	roots := []string{""}
+	// Every name of each file with several, as the walks saw them, and
+	// the files changed meanwhile: the last round compares all names of
+	// those, so a file's names stay one file on the replica.
+	names := linkNames{}
+	changed := map[uint64]bool{}
+	var touchedAll []string // paths changed while the walks ran
 	const rounds = 3
 	for round := 1; ; round++ {
 		if round > 1 && (round >= rounds || len(roots) == 0) {
@@ -766,12 +774,17 @@ func (s *shipper) fullSync(ctx context.Context, c *Conn) (uint64, error) {
 				if err := j.Flush(ctx); err != nil {
 					return err
 				}
-				more, err := s.touched(ctx, start, end)
+				more, inos, err := s.touched(ctx, start, end)
 				if err != nil {
 					return err
 				}
-				roots = append(roots, more...)
-				return s.treeSync(ctx, c, roots, end, true, true)
+				for _, ino := range inos {
+					changed[ino] = true
+				}
+				// Names of files with several, changed by a record
+				// or now at a path one changed, are all compared.
+				linked := s.allNames(append(touchedAll, more...), slices.Collect(maps.Keys(changed)), names)
+				return s.treeSync(ctx, c, append(append(roots, more...), linked...), end, true, true, names)
 			})
 			if err != nil {
 				return 0, err
@@ -780,18 +793,54 @@ func (s *shipper) fullSync(ctx context.Context, c *Conn) (uint64, error) {
 			s.acknowledged(end, time.Now())
 			return end, nil
 		}
-		if err := s.treeSync(ctx, c, roots, start, false, true); err != nil {
+		if err := s.treeSync(ctx, c, roots, start, false, true, names); err != nil {
 			return 0, err
 		}
 		end, err := s.cutSeq(ctx)
 		if err != nil {
 			return 0, err
 		}
-		if roots, err = s.touched(ctx, start, end); err != nil {
+		var inos []uint64
+		if roots, inos, err = s.touched(ctx, start, end); err != nil {
 			return 0, err
 		}
+		for _, ino := range inos {
+			changed[ino] = true
+		}
+		touchedAll = append(touchedAll, roots...)
 		start = end
 	}
+}
+
+// allNames lists every name of the files that have several among inos
+// and those at paths now (a rename exchange records one inode of the two
+// it moves): the names a walk saw (names) and those the index knows. Call
+// it with mutations held off.
+func (s *shipper) allNames(paths []string, inos []uint64, names linkNames) []string {
+	var out []string
+	for _, p := range paths {
+		var st unix.Stat_t
+		dir, name, err := OpenParent(s.e.cfg.Root, p)
+		if err != nil {
+			continue
+		}
+		if unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1 {
+			inos = append(inos, st.Ino)
+		}
+		unix.Close(dir)
+	}
+	for _, ino := range inos {
+		more := names[ino]
+		if st, err := s.e.cfg.Index.File(ino); err == nil && st != nil && len(st.Paths) > 1 {
+			more = append(more, st.Paths...)
+		}
+		for _, p := range more {
+			if checkPath(p) == nil {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }
 
 // cutSeq cuts write sessions and returns the journal's seq once
@@ -804,9 +853,11 @@ func (s *shipper) cutSeq(ctx context.Context) (uint64, error) {
 	return seq, s.e.cfg.Journal.Flush(ctx)
 }
 
-// touched lists the paths records (from, to] changed.
-func (s *shipper) touched(ctx context.Context, from, to uint64) ([]string, error) {
+// touched lists the paths records (from, to] changed, and the inodes of
+// the files they changed.
+func (s *shipper) touched(ctx context.Context, from, to uint64) ([]string, []uint64, error) {
 	set := map[string]bool{}
+	inos := map[uint64]bool{}
 	err := s.e.historySince(ctx, from, func(r *journal.Record) bool {
 		if r.Seq > to {
 			return false
@@ -814,10 +865,13 @@ func (s *shipper) touched(ctx context.Context, from, to uint64) ([]string, error
 		for _, p := range r.Paths() {
 			set[p] = true
 		}
+		if r.Ino != 0 {
+			inos[r.Ino] = true
+		}
 		return true
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]string, 0, len(set))
 	for p := range set {
@@ -825,5 +879,5 @@ func (s *shipper) touched(ctx context.Context, from, to uint64) ([]string, error
 			out = append(out, p)
 		}
 	}
-	return normalizeRoots(out), nil
+	return normalizeRoots(out), slices.Collect(maps.Keys(inos)), nil
 }

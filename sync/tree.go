@@ -42,6 +42,47 @@ func procPath(dirfd int, name string) string {
 	return fmt.Sprintf("/proc/self/fd/%d/%s", dirfd, name)
 }
 
+// xattrAt names entry name of dirfd ("" for dirfd itself) for the xattr
+// calls: the entry itself, never what a symbolic link entry points to.
+// For dirfd itself the path is the descriptor's magic link, which the
+// calls must follow (the l-variants would act on the link).
+type xattrAt struct {
+	path   string
+	follow bool
+}
+
+func xattrsOf(dirfd int, name string) xattrAt {
+	return xattrAt{procPath(dirfd, name), name == ""}
+}
+
+func (x xattrAt) list(buf []byte) (int, error) {
+	if x.follow {
+		return unix.Listxattr(x.path, buf)
+	}
+	return unix.Llistxattr(x.path, buf)
+}
+
+func (x xattrAt) get(name string, buf []byte) (int, error) {
+	if x.follow {
+		return unix.Getxattr(x.path, name, buf)
+	}
+	return unix.Lgetxattr(x.path, name, buf)
+}
+
+func (x xattrAt) set(name string, v []byte) error {
+	if x.follow {
+		return unix.Setxattr(x.path, name, v, 0)
+	}
+	return unix.Lsetxattr(x.path, name, v, 0)
+}
+
+func (x xattrAt) remove(name string) error {
+	if x.follow {
+		return unix.Removexattr(x.path, name)
+	}
+	return unix.Lremovexattr(x.path, name)
+}
+
 // entryOf describes entry name of dirfd ("" for dirfd itself).
 func entryOf(dirfd int, name string) (Entry, error) {
 	var st unix.Stat_t
@@ -69,21 +110,21 @@ func entryOf(dirfd int, name string) (Entry, error) {
 		e.Rdev = st.Rdev
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
-		if e.Xattrs, err = readXattrs(procPath(dirfd, name)); err != nil {
+		if e.Xattrs, err = readXattrs(xattrsOf(dirfd, name)); err != nil {
 			return Entry{}, err
 		}
 	}
 	return e, nil
 }
 
-// readXattrs reads every extended attribute of the entry at path.
-func readXattrs(path string) (map[string][]byte, error) {
+// readXattrs reads every extended attribute of the entry x.
+func readXattrs(x xattrAt) (map[string][]byte, error) {
 	buf := make([]byte, 4096)
-	n, err := unix.Llistxattr(path, buf)
+	n, err := x.list(buf)
 	if errors.Is(err, unix.ERANGE) {
-		if n, err = unix.Llistxattr(path, nil); err == nil {
+		if n, err = x.list(nil); err == nil {
 			buf = make([]byte, n)
-			n, err = unix.Llistxattr(path, buf)
+			n, err = x.list(buf)
 		}
 	}
 	if errors.Is(err, unix.ENOTSUP) {
@@ -98,7 +139,7 @@ func readXattrs(path string) (map[string][]byte, error) {
 			continue
 		}
 		v := make([]byte, 64<<10)
-		k, err := unix.Lgetxattr(path, name, v)
+		k, err := x.get(name, v)
 		if errors.Is(err, unix.ENODATA) {
 			continue
 		}
@@ -171,6 +212,23 @@ type treeSender struct {
 	c     *Conn
 	buf   []byte
 	stats *TreeProgress
+	// names, if set, collects every name of each file with several
+	// (hardlinks), so a later round can compare all of them.
+	names linkNames
+}
+
+// linkNames maps the inode of a file with several names to the names a
+// walk saw it under.
+type linkNames map[uint64][]string
+
+func (l linkNames) note(dir string, e *Entry) {
+	if l == nil || e.Type() != typeReg || e.Nlink < 2 {
+		return
+	}
+	p := joinPath(dir, e.Name)
+	if !slices.Contains(l[e.Ino], p) {
+		l[e.Ino] = append(l[e.Ino], p)
+	}
 }
 
 // dirChunk bounds the entries of one Dir frame.
@@ -206,6 +264,7 @@ func (t *treeSender) syncRoot(ctx context.Context, p string) error {
 			return fmt.Errorf("stat %q: %w", joinPath(dir, name), err)
 		default:
 			d.Entries = []Entry{e}
+			t.names.note(dir, &e)
 		}
 		if dir == "" && name == HiddenDir {
 			return nil
@@ -285,6 +344,7 @@ func (t *treeSender) walkDir(ctx context.Context, path string, fd int) error {
 				subdirs = append(subdirs, name)
 			}
 			d.Entries = append(d.Entries, e)
+			t.names.note(path, &e)
 		}
 		if err := t.sendDir(ctx, fd, &d); err != nil {
 			return err
@@ -324,11 +384,15 @@ func (t *treeSender) sendDir(ctx context.Context, fd int, d *Dir) error {
 	if err := t.c.Expect(TWants, &w); err != nil {
 		return err
 	}
+	inos := make(map[string]uint64, len(d.Entries))
+	for _, e := range d.Entries {
+		inos[e.Name] = e.Ino
+	}
 	for _, want := range w.Files {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := t.sendFile(fd, d.Path, &want); err != nil {
+		if err := t.sendFile(fd, d.Path, &want, inos[want.Name]); err != nil {
 			return err
 		}
 	}
@@ -336,8 +400,11 @@ func (t *treeSender) sendDir(ctx context.Context, fd int, d *Dir) error {
 }
 
 // sendFile sends the whole of file want.Name of directory dir (open as
-// fd) as Data, Hole and Keep ranges.
-func (t *treeSender) sendFile(fd int, dir string, want *Want) error {
+// fd) as Data, Hole and Keep ranges, if it still is the inode ino the
+// entry described: a name that meanwhile holds another file (renamed over,
+// exchanged) is sent as missing, so its data never lands on a replica of
+// the other file (a later round compares it).
+func (t *treeSender) sendFile(fd int, dir string, want *Want, ino uint64) error {
 	p := joinPath(dir, want.Name)
 	if err := t.c.Send(TFile, &FileHeader{Path: p}); err != nil {
 		return err
@@ -347,6 +414,8 @@ func (t *treeSender) sendFile(fd int, dir string, want *Want) error {
 	if err == nil {
 		if err = unix.Fstat(f, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG {
 			err = fmt.Errorf("no longer a regular file")
+		} else if err == nil && ino != 0 && st.Ino != ino {
+			err = fmt.Errorf("another file now")
 		}
 		if err != nil {
 			unix.Close(f)

@@ -407,9 +407,12 @@ func (t *treeReceiver) entry(fd int, dir string, e *Entry) (*Want, error) {
 		t.links[e.Ino] = p
 		t.pending = append(t.pending, linkNote{e.Ino, p})
 	}
+	// A name that shares its inode here but not on the primary is given
+	// an inode of its own (wanted, built aside, renamed over it).
+	shared := exists && e.Nlink < 2 && st.Nlink > 1
 	// Checksum mode wants even files that look unchanged, with their
 	// block hashes: only blocks that differ travel.
-	if exists && st.Size == e.Size && mtimeNs(&st) == e.Mtime && !t.checksum {
+	if exists && st.Size == e.Size && mtimeNs(&st) == e.Mtime && !t.checksum && !shared {
 		return nil, applyMeta(fd, e.Name, e, t.r.log)
 	}
 	w := &Want{Name: e.Name}
@@ -671,8 +674,8 @@ func applyMeta(dirfd int, name string, e *Entry, log *slog.Logger) error {
 			return err
 		}
 	}
-	path := procPath(dirfd, name)
-	have, err := readXattrs(path)
+	x := xattrsOf(dirfd, name)
+	have, err := readXattrs(x)
 	if err != nil {
 		return err
 	}
@@ -681,7 +684,7 @@ func applyMeta(dirfd int, name string, e *Entry, log *slog.Logger) error {
 	}
 	for k := range have {
 		if _, ok := e.Xattrs[k]; !ok {
-			if err := unix.Lremovexattr(path, k); err != nil && !errors.Is(err, unix.ENODATA) {
+			if err := x.remove(k); err != nil && !errors.Is(err, unix.ENODATA) {
 				log.Warn("cannot remove xattr", "name", k, "err", err)
 			}
 		}
@@ -690,7 +693,7 @@ func applyMeta(dirfd int, name string, e *Entry, log *slog.Logger) error {
 		if string(have[k]) == string(v) && have[k] != nil {
 			continue
 		}
-		if err := unix.Lsetxattr(path, k, v, 0); err != nil {
+		if err := x.set(k, v); err != nil {
 			log.Warn("cannot set xattr", "name", k, "err", err)
 		}
 	}
