@@ -63,20 +63,34 @@ run: deps build
 		>$(DEMO)/b/daemon.log 2>&1 & echo $$! > $(DEMO)/b/daemon.pid
 	@nohup ./$(BIN) daemon --state $(DEMO)/a/state --backing $(DEMO)/a/backing --mount $(DEMO)/a/mnt --primary \
 		>$(DEMO)/a/daemon.log 2>&1 & echo $$! > $(DEMO)/a/daemon.pid
-	@for i in $$(seq 100); do ./$(BIN) status --state $(DEMO)/a/state >/dev/null 2>&1 && \
-		./$(BIN) status --state $(DEMO)/b/state >/dev/null 2>&1 && break; sleep 0.1; done
-	@./$(BIN) sync --state $(DEMO)/a/state --wait --timeout 30s
-	@./$(BIN) status --state $(DEMO)/a/state
-	@echo
-	@echo "Node a (primary) is mounted at $(DEMO)/a/mnt, node b (secondary, read-only) at $(DEMO)/b/mnt."
-	@echo "Logs: $(DEMO)/a/daemon.log, $(DEMO)/b/daemon.log. Try:"
-	@echo "  echo hello > $(DEMO)/a/mnt/hello.txt; mkdir $(DEMO)/a/mnt/d; mv $(DEMO)/a/mnt/hello.txt $(DEMO)/a/mnt/d/"
-	@echo "  cat $(DEMO)/b/mnt/d/hello.txt                              # replicated within a second"
-	@echo "  ./$(BIN) status --state $(DEMO)/a/state                    # peers: state, acked seq, lag, pending"
-	@echo "  ./$(BIN) sync   --state $(DEMO)/a/state --wait             # returns once b has everything"
-	@echo "  ./$(BIN) verify --state $(DEMO)/a/state                    # compare both trees by content hash"
-	@echo "  ./$(BIN) journal --state $(DEMO)/a/state                   # every change, in order"
-	@echo "  make stop                                                  # unmount and stop both"
+	@for i in $$(seq 100); do ./$(BIN) status --state $(DEMO)/a/state --local >/dev/null 2>&1 && \
+		./$(BIN) status --state $(DEMO)/b/state --local >/dev/null 2>&1 && break; sleep 0.1; done
+	@# The roles are persisted: after a failover b may be the primary (a then
+	@# comes back fenced and follows it). Wait until one is primary, the other
+	@# its secondary.
+	@role() { ./$(BIN) status --state $(DEMO)/$$1/state --json --local 2>/dev/null | grep -o '"role": "[a-z]*"' | cut -d'"' -f4; }; \
+	for i in $$(seq 150); do ra=$$(role a); rb=$$(role b); \
+		if [ "$$ra" = primary ] && [ "$$rb" = secondary ]; then p=a; s=b; break; fi; \
+		if [ "$$rb" = primary ] && [ "$$ra" = secondary ]; then p=b; s=a; break; fi; sleep 0.1; done; \
+	if [ -z "$$p" ]; then echo "the demo nodes did not settle on one primary (a: $$ra, b: $$rb); see $(DEMO)/*/daemon.log"; exit 1; fi; \
+	./$(BIN) sync --state $(DEMO)/$$p/state --wait --timeout 30s && \
+	./$(BIN) status --state $(DEMO)/$$p/state && \
+	echo && \
+	echo "Node $$p (primary) is mounted at $(DEMO)/$$p/mnt, node $$s (secondary, read-only) at $(DEMO)/$$s/mnt." && \
+	echo "Logs: $(DEMO)/a/daemon.log, $(DEMO)/b/daemon.log. Try:" && \
+	echo "  echo hello > $(DEMO)/$$p/mnt/hello.txt; mkdir $(DEMO)/$$p/mnt/d; mv $(DEMO)/$$p/mnt/hello.txt $(DEMO)/$$p/mnt/d/" && \
+	echo "  cat $(DEMO)/$$s/mnt/d/hello.txt                              # replicated within a second" && \
+	echo "  ./$(BIN) status --state $(DEMO)/$$p/state                    # roles side by side; peers: acked seq, lag, pending" && \
+	echo "  ./$(BIN) sync   --state $(DEMO)/$$p/state --wait             # returns once $$s has everything" && \
+	echo "  ./$(BIN) verify --state $(DEMO)/$$p/state                    # compare both trees by content hash" && \
+	echo "  ./$(BIN) journal --state $(DEMO)/$$p/state                   # every change, in order" && \
+	echo "Failover and failback:" && \
+	echo "  kill -9 \$$(cat $(DEMO)/$$p/daemon.pid)                       # the primary dies" && \
+	echo "  ./$(BIN) failover start --state $(DEMO)/$$s/state            # $$s is the primary now (epoch+1)" && \
+	echo "  make run                                                  # $$p comes back fenced, then follows $$s" && \
+	echo "  ./$(BIN) failback start --state $(DEMO)/$$p/state --wait     # $$p catches up in the background" && \
+	echo "  ./$(BIN) failback commit --state $(DEMO)/$$p/state           # $$p is the primary again" && \
+	echo "  make stop                                                  # unmount and stop both"
 
 stop:
 	@for n in a b; do if [ -f $(DEMO)/$$n/daemon.pid ]; then kill -TERM $$(cat $(DEMO)/$$n/daemon.pid) 2>/dev/null || true; \
