@@ -138,6 +138,8 @@ func (c *Controller) FailbackStatus(ctx context.Context) FailbackStatus {
 		fs.Waiting = "paths are being compared"
 	case time.Duration(v.LagSeconds*float64(time.Second)) > caughtUp:
 		fs.Waiting = "catching up"
+		// A primary on a schedule ships when asked.
+		go c.kick(c.lifetime(), p)
 	default:
 		fs.State, fs.Estimate = FailbackCompleted, 0
 	}

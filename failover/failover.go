@@ -50,7 +50,9 @@ func (c *Controller) Failover(ctx context.Context, force bool) (*Report, error) 
 	case st.Role == gsync.RolePrimary:
 		return nil, fmt.Errorf("this node is already the primary (epoch %d)", st.Epoch)
 	case st.Handover != nil:
-		return nil, fmt.Errorf("this node handed the primary role to %s in a failback commit and waits to learn whether it took it", st.Handover.ToName)
+		if err := check(fmt.Sprintf("this node handed the primary role to %s in a failback commit and waits to learn whether it took it (if %s is gone for good, this takes the role back at a newer epoch)", st.Handover.ToName, st.Handover.ToName)); err != nil {
+			return nil, err
+		}
 	case st.Role == gsync.RoleFenced:
 		if err := check(fmt.Sprintf("this node is fenced: %s is the primary of epoch %d, and this node's writes since its last acknowledged batch are not on it", c.peerName(st.Primary), st.Epoch)); err != nil {
 			return nil, err
@@ -69,6 +71,10 @@ func (c *Controller) Failover(ctx context.Context, force bool) (*Report, error) 
 	hist, seq, own := c.position()
 	peers := c.queryPeers(ctx)
 	epoch := c.State().Epoch
+	if st.Handover != nil {
+		// The node it handed over to may have taken that epoch.
+		epoch = max(epoch, st.Handover.Epoch)
+	}
 	for _, p := range peers {
 		if !p.Reachable {
 			continue

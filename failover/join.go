@@ -92,6 +92,13 @@ func (c *Controller) Join(ctx context.Context, peer node.Peer, cl *gsync.Claim) 
 		return err
 	}
 	c.st = st
+	if own {
+		// Its journal described what it did as primary; what is past the
+		// fork is in the conflict copies now, the rest is the history.
+		if err := c.j.Reset(ctx, fork, st.Epoch); err != nil {
+			c.log.Warn("empty the old journal", "err", err)
+		}
+	}
 	c.log.Info("joined the primary's history", "primary", peer.Name, "epoch", cl.Epoch, "fork", fork,
 		"was", seq, "divergent_paths", divergent.Len())
 	return nil

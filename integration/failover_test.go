@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -530,5 +531,64 @@ func TestFailoverFailbackCycles(t *testing.T) {
 	}
 	if freezes[len(freezes)-1] > time.Second {
 		t.Errorf("a failback commit froze the primary for %s (target < 1s)", freezes[len(freezes)-1])
+	}
+}
+
+// TestFailoverRefusesWhileThePrimaryLives: failover start on a secondary
+// whose primary still answers is refused, with the reason on one line;
+// --force promotes it anyway, and the old primary, reached by the new one,
+// fences itself at once and follows it.
+func TestFailoverRefusesWhileThePrimaryLives(t *testing.T) {
+	p := newPair(t)
+	l := newWriteLedger()
+	l.mustWrite(t, p.a, "a", "f", []byte("before"))
+	syncWaitOn(t, p.a)
+	r := georep(t, "failover", "start", "--state", p.b.state)
+	if r.code != 1 || !strings.Contains(r.stderr, "the primary p is alive") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Fatalf("failover start with the primary alive: exit %d, stderr %q; want exit 1 saying the primary is alive", r.code, r.stderr)
+	}
+	if role, _ := roleOf(t, p.b); role != "secondary" {
+		t.Fatalf("the refused node is %s", role)
+	}
+	r = georep(t, "failover", "start", "--state", p.b.state, "--force", "--json")
+	if r.code != 0 || !strings.Contains(r.stdout, `"forced": true`) {
+		t.Fatalf("failover start --force: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	waitRole(t, p.b, "primary", 2, 5*time.Second)
+	waitRole(t, p.a, "secondary", 2, 10*time.Second)
+	if !erofs(p.a) {
+		t.Error("the old primary still takes writes")
+	}
+	l.mustWrite(t, p.b, "b", "g", []byte("after"))
+	syncWaitOn(t, p.b)
+	verifyOn(t, p.b)
+	sameTrees(t, p.a, p.b)
+	l.check(t, p.b.backing)
+	// Status on either node shows both side by side.
+	for _, d := range []*daemon{p.a, p.b} {
+		var st struct {
+			Nodes []struct {
+				Name, Role string
+				Epoch, Seq uint64
+				Reachable  bool
+				Self       bool
+			}
+		}
+		if err := json.Unmarshal([]byte(mustGeorep(t, "status", "--state", d.state, "--json")), &st); err != nil {
+			t.Fatal(err)
+		}
+		roles := map[string]string{}
+		for _, n := range st.Nodes {
+			if !n.Reachable || n.Epoch != 2 {
+				t.Errorf("status of %s: node %+v", p.names[d], n)
+			}
+			roles[n.Name] = n.Role
+		}
+		if len(st.Nodes) != 2 || roles["s1"] != "primary" || roles["p"] != "secondary" {
+			t.Errorf("status of %s shows nodes %+v", p.names[d], st.Nodes)
+		}
+		if text := mustGeorep(t, "status", "--state", d.state); !strings.Contains(text, "NODE") || !strings.Contains(text, "(this node)") {
+			t.Errorf("status of %s has no node table:\n%s", p.names[d], text)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -134,8 +135,20 @@ func (c *cluster) verifyClean() {
 	r := georep(c.t, "verify", "--state", c.primary.state)
 	if r.code != 0 {
 		c.dumpLogs()
-		if os.Getenv("GEOREP_TEST_DUMP_JOURNAL") != "" {
-			c.t.Logf("primary journal:\n%s", georep(c.t, "journal", "--state", c.primary.state).stdout)
+		if dir := os.Getenv("GEOREP_TEST_DUMP_DIR"); dir != "" {
+			// Everything to look at after the test is gone (run with
+			// GEOREP_TEST_KEEP_JOURNAL=1 for the whole journal).
+			os.MkdirAll(dir, 0o755)
+			os.WriteFile(filepath.Join(dir, "primary-journal.txt"), []byte(georep(c.t, "journal", "--state", c.primary.state, "--json").stdout), 0o644)
+			c.primary.stop()
+			os.WriteFile(filepath.Join(dir, "primary.log"), c.primary.log.Bytes(), 0o644)
+			exec.Command("cp", "-a", c.primary.backing, filepath.Join(dir, "primary-backing")).Run()
+			for i, s := range c.second {
+				s.stop()
+				os.WriteFile(filepath.Join(dir, fmt.Sprintf("sec%d.log", i+1)), s.log.Bytes(), 0o644)
+				exec.Command("cp", "-a", s.state, filepath.Join(dir, fmt.Sprintf("sec%d-state", i+1))).Run()
+				exec.Command("cp", "-a", s.backing, filepath.Join(dir, fmt.Sprintf("sec%d-backing", i+1))).Run()
+			}
 		}
 		c.t.Fatalf("verify: exit %d:\n%s%s", r.code, r.stdout, r.stderr)
 	}

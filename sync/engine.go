@@ -89,6 +89,10 @@ var keyVolume = []byte("vol/id")
 // after applying that many records.
 const crashEnv = "GEOREP_TEST_CRASH_AFTER_RECORDS"
 
+// keepJournalEnv, set, keeps every journal record (no trimming), so a test
+// that fails can show the whole history.
+const keepJournalEnv = "GEOREP_TEST_KEEP_JOURNAL"
+
 // New prepares the engine.
 func New(cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
@@ -608,6 +612,9 @@ func (e *Engine) loadPeer(id string) (peerRecord, error) {
 
 // trim deletes journal records every peer has acknowledged.
 func (e *Engine) trim() {
+	if os.Getenv(keepJournalEnv) != "" {
+		return
+	}
 	if !e.trimMu.TryLock() {
 		return
 	}

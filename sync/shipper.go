@@ -155,7 +155,11 @@ func (s *shipper) session(ctx context.Context) error {
 			return err
 		}
 	} else {
-		s.acknowledged(cursor, time.Time{})
+		synced := time.Time{}
+		if cursor == j.Seq() && len(w.Repair) == 0 && !w.Unsettled {
+			synced = time.Now() // it holds everything there is
+		}
+		s.acknowledged(cursor, synced)
 		if len(w.Repair) > 0 || w.Unsettled {
 			if cursor, err = s.repair(ctx, c, cursor, w.Repair, w.Unsettled); err != nil {
 				return err
