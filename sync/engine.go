@@ -72,11 +72,11 @@ type Engine struct {
 
 	mu       gosync.Mutex
 	shippers map[string]*shipper
-	// shipCtx is the shippers' context, shipCancel ends them; both nil
-	// while not shipping.
+	// shipCtx is the shippers' context, shipCancel ends them and shipWG
+	// counts them, per StartShipping; all nil while not shipping.
 	shipCtx    context.Context
 	shipCancel context.CancelFunc
-	shipWG     gosync.WaitGroup
+	shipWG     *gosync.WaitGroup
 	wake       chan struct{}
 	trimMu     gosync.Mutex
 	// low is the seq every peer has acknowledged (BatchBegin.Trim).
@@ -245,7 +245,7 @@ func (e *Engine) StartShipping(ctx context.Context) {
 	e.mu.Lock()
 	if e.shipCancel == nil {
 		sctx, cancel := context.WithCancel(ctx)
-		e.shipCtx, e.shipCancel = sctx, cancel
+		e.shipCtx, e.shipCancel, e.shipWG = sctx, cancel, new(gosync.WaitGroup)
 		e.mu.Unlock()
 		if err := e.startShippersCtx(sctx); err != nil {
 			e.log.Error("read peers", "err", err)
@@ -262,18 +262,15 @@ func (e *Engine) StartShipping(ctx context.Context) {
 // StopShipping ends every shipper and returns once they have stopped.
 func (e *Engine) StopShipping() {
 	e.mu.Lock()
-	cancel := e.shipCancel
-	e.shipCancel = nil
-	e.shipCtx = nil
+	cancel, wg := e.shipCancel, e.shipWG
+	e.shipCtx, e.shipCancel, e.shipWG = nil, nil, nil
+	e.shippers = map[string]*shipper{}
 	e.mu.Unlock()
 	if cancel == nil {
 		return
 	}
 	cancel()
-	e.shipWG.Wait()
-	e.mu.Lock()
-	e.shippers = map[string]*shipper{}
-	e.mu.Unlock()
+	wg.Wait()
 }
 
 // Shipping reports whether the shippers run.
@@ -314,8 +311,9 @@ func (e *Engine) startShippersCtx(ctx context.Context) error {
 			s.acked, s.lastSynced = rec.Acked, rec.LastSynced
 		}
 		e.shippers[p.ID] = s
-		e.shipWG.Add(1)
-		go func() { defer e.shipWG.Done(); s.run(ctx) }()
+		wg := e.shipWG
+		wg.Add(1)
+		go func() { defer wg.Done(); s.run(ctx) }()
 	}
 	return nil
 }
@@ -397,7 +395,7 @@ func (e *Engine) PeerStatus(ctx context.Context, id string) *PeerStatus {
 // TrustedPeer is the trusted peer with node ID id.
 func (e *Engine) TrustedPeer(id string) (node.Peer, bool) { return e.peer(id) }
 
-// Peers lists the trusted peers.
+// TrustedPeers lists the trusted peers.
 func (e *Engine) TrustedPeers() ([]node.Peer, error) { return node.Peers(e.cfg.StateDir) }
 
 // peer is the trusted peer with node ID id.

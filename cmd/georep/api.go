@@ -1,7 +1,6 @@
 package main
 
 import (
-	"log/slog"
 	"net/http"
 	"os"
 
@@ -20,7 +19,6 @@ type daemonState struct {
 	eng            *gsync.Engine
 	ctl            *failover.Controller
 	hooks          *hooks
-	log            *slog.Logger
 }
 
 // mux is the control API (HTTP over the state dir's Unix socket). GETs
