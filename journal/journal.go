@@ -671,6 +671,18 @@ func (j *Journal) advanceLocked(seq uint64) {
 	}
 }
 
+// persistQueueLocked persists every queued entry and syncs badger
+// (persistMu and mu held).
+func (j *Journal) persistQueueLocked() error {
+	n, last, err := j.persist(j.queue)
+	j.queue = j.queue[n:]
+	j.advanceLocked(last)
+	if err != nil {
+		return err
+	}
+	return j.opts.DB.Sync()
+}
+
 func (j *Journal) maybeRotate() error {
 	j.mu.Lock()
 	big := j.wal.off > int(j.opts.RotateBytes)
@@ -684,13 +696,7 @@ func (j *Journal) maybeRotate() error {
 	defer j.persistMu.Unlock()
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	n, last, err := j.persist(j.queue)
-	j.queue = j.queue[n:]
-	j.advanceLocked(last)
-	if err == nil {
-		err = j.opts.DB.Sync()
-	}
-	if err != nil {
+	if err := j.persistQueueLocked(); err != nil {
 		return fmt.Errorf("rotate journal log: %w", err)
 	}
 	j.queue = nil
@@ -829,13 +835,7 @@ func (j *Journal) Reset(ctx context.Context, seq, epoch uint64) error {
 	if len(j.intents) > 0 {
 		return fmt.Errorf("reset journal: %d operations are in flight", len(j.intents))
 	}
-	n, last, err := j.persist(j.queue)
-	j.queue = j.queue[n:]
-	j.advanceLocked(last)
-	if err == nil {
-		err = j.opts.DB.Sync()
-	}
-	if err != nil {
+	if err := j.persistQueueLocked(); err != nil {
 		return fmt.Errorf("reset journal: %w", err)
 	}
 	// The log is emptied first: records left in it would otherwise be
@@ -856,7 +856,7 @@ func (j *Journal) Reset(ctx context.Context, seq, epoch uint64) error {
 		}
 	}
 	var keys [][]byte
-	err = j.opts.DB.View(func(txn *badger.Txn) error {
+	err := j.opts.DB.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: keyRecordPrefix})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

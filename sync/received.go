@@ -124,26 +124,14 @@ func (r *Receiver) Rebase(st ReplicaState, extra func(*badger.Txn) error) error 
 	r.mu.Lock()
 	old := r.state
 	r.mu.Unlock()
-	js, err := json.Marshal(&st)
-	if err != nil {
-		return err
+	var fns []func(*badger.Txn) error
+	if extra != nil {
+		fns = append(fns, extra)
 	}
-	err = r.db.Update(func(txn *badger.Txn) error {
-		if extra != nil {
-			if err := extra(txn); err != nil {
-				return err
-			}
-		}
-		return txn.Set(keyReplica, js)
-	})
-	if err == nil {
-		err = r.db.Sync()
-	}
-	if err != nil {
-		return fmt.Errorf("rebase replica at seq %d: %w", st.Cursor, err)
+	if err := r.commit(st, nil, fns...); err != nil {
+		return fmt.Errorf("rebase replica: %w", err)
 	}
 	r.mu.Lock()
-	r.state = st
 	r.links = nil // inodes of another primary's tree
 	r.mu.Unlock()
 	// A crash before they are gone leaves them past the cursor, where the

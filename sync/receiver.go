@@ -787,13 +787,18 @@ func (r *Receiver) setMtime(p string, mtime int64) {
 }
 
 // commit persists the replica state and the received records in one
-// transaction.
-func (r *Receiver) commit(st ReplicaState, received [][]byte) error {
+// transaction (with extra's changes, if set).
+func (r *Receiver) commit(st ReplicaState, received [][]byte, extra ...func(*badger.Txn) error) error {
 	js, err := json.Marshal(&st)
 	if err != nil {
 		return err
 	}
 	err = r.db.Update(func(txn *badger.Txn) error {
+		for _, fn := range extra {
+			if err := fn(txn); err != nil {
+				return err
+			}
+		}
 		for _, rec := range received {
 			var hdr struct {
 				Seq uint64 `json:"seq"`
