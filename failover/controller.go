@@ -243,7 +243,9 @@ func (c *Controller) Observe(peer node.Peer, cl *gsync.Claim) {
 	if err != nil {
 		c.log.Error("persist a newer epoch", "err", err)
 	}
-	c.log.Warn("a peer knows a newer epoch", "peer", peer.Name, "epoch", cl.Epoch, "primary", c.peerName(cl.Primary))
+	if !wasPrimary {
+		c.log.Info("learned a newer epoch", "from", peer.Name, "epoch", cl.Epoch, "primary", c.peerName(cl.Primary))
+	}
 	if wasPrimary {
 		c.log.Error("fenced: another node is the primary now; this mount is read-only and the writes it took since its last acknowledged batch will be kept as conflict copies",
 			"epoch", cl.Epoch, "primary", c.peerName(cl.Primary))

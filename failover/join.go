@@ -35,14 +35,12 @@ func (c *Controller) Join(ctx context.Context, peer node.Peer, cl *gsync.Claim) 
 	own := st.Role != gsync.RoleSecondary // an old primary: its journal
 	hist, seq := rs.History, rs.Cursor
 	if own {
-		hist, seq = st.History, c.j.Seq()
-	}
-	if own {
 		// Writes still in flight when it was fenced have finished and
 		// their sessions are named before anything is read.
 		if err := c.mount.Fence(ctx); err != nil {
 			return err
 		}
+		hist, seq = st.History, c.j.Seq()
 	}
 	primary := History(cl.History)
 	switch {
