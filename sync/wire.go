@@ -395,6 +395,10 @@ type Claim struct {
 // CheckClaim checks a claim from a peer.
 func CheckClaim(c *Claim) error { return c.check() }
 
+// maxEpoch bounds the epochs a peer may claim: far past any number of
+// promotions, and no promotion can overflow it.
+const maxEpoch = 1 << 62
+
 // maxHistory bounds the epochs a claim lists.
 const maxHistory = 100_000
 
@@ -406,6 +410,9 @@ func (c *Claim) check() error {
 	}
 	if len(c.Name) > 64 {
 		return protoErr("over-long name")
+	}
+	if c.Epoch > maxEpoch || c.Seq > maxOffset {
+		return protoErr("epoch %d, seq %d out of range", c.Epoch, c.Seq)
 	}
 	if err := checkNodeID(c.Primary, true); err != nil {
 		return err

@@ -72,6 +72,7 @@ func TestClaimCheck(t *testing.T) {
 		},
 		"history past the epoch": func(c *Claim) { c.Epoch = 2 },
 		"long name":              func(c *Claim) { c.Name = strings.Repeat("x", 65) },
+		"huge epoch":             func(c *Claim) { c.Epoch = 1<<64 - 1 },
 	} {
 		c := good
 		c.History = slices.Clone(good.History)
