@@ -84,6 +84,9 @@ func (c *Controller) Join(ctx context.Context, peer node.Peer, cl *gsync.Claim) 
 	st.Role, st.Since, st.History = gsync.RoleSecondary, time.Now().UTC(), nil
 	if set != nil {
 		st.Conflicts = append(st.Conflicts, *set)
+		if len(st.Conflicts) > maxConflictSets {
+			st.Conflicts = st.Conflicts[len(st.Conflicts)-maxConflictSets:]
+		}
 	}
 	err = recv.Rebase(next, st.put)
 	if err != nil {

@@ -77,8 +77,12 @@ type ConflictSet struct {
 	Paths   []string `json:"paths,omitempty"` // the first maxConflictPaths
 }
 
-// maxConflictPaths bounds the paths a conflict set lists in the state.
-const maxConflictPaths = 200
+// maxConflictPaths bounds the paths a conflict set lists in the state,
+// maxConflictSets the sets it lists (the copies stay on disk either way).
+const (
+	maxConflictPaths = 200
+	maxConflictSets  = 100
+)
 
 // maxAborted bounds the aborted tokens kept.
 const maxAborted = 64

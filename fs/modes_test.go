@@ -1,9 +1,13 @@
 package fs
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -185,5 +189,27 @@ func TestFenceFailsBlockedWriters(t *testing.T) {
 	}
 	if got := tm.n.Journal.Seq(); got != seq {
 		t.Errorf("%d records journaled after the fence", got-seq)
+	}
+}
+
+// TestWarnHidden: a mount point that holds entries is reported (they were
+// written while nothing was mounted there), unless it is the backing dir
+// itself (in-place mount).
+func TestWarnHidden(t *testing.T) {
+	mnt, backing := t.TempDir(), t.TempDir()
+	must(t, os.WriteFile(filepath.Join(mnt, "stray"), nil, 0o644))
+	must(t, os.WriteFile(filepath.Join(backing, "data"), nil, 0o644))
+	var st syscall.Stat_t
+	must(t, syscall.Stat(backing, &st))
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	warnHidden(mnt, &st, log)
+	if !strings.Contains(buf.String(), "stray") {
+		t.Errorf("entries under the mount point not reported: %q", buf.String())
+	}
+	buf.Reset()
+	warnHidden(backing, &st, log)
+	if buf.Len() != 0 {
+		t.Errorf("an in-place mount's backing dir reported: %q", buf.String())
 	}
 }

@@ -73,9 +73,9 @@ func New(ctx context.Context, o Options) (*Mount, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount point %q: %w", o.Mountpoint, err)
 	}
-	backingAbs, _ := filepath.Abs(o.Backing)
 	dead := isDead(mnt)
-	if dead && backingAbs == mnt {
+	if dead && isDead(o.Backing) {
+		// The dead mount covers the backing dir (in-place mount).
 		if err := ClearStale(mnt, o.Logger); err != nil {
 			return nil, err
 		}
@@ -134,7 +134,7 @@ func New(ctx context.Context, o Options) (*Mount, error) {
 			return nil, err
 		}
 	}
-	warnHidden(mnt, backingAbs, o.Logger)
+	warnHidden(mnt, &st, o.Logger)
 	server, err := gofs.Mount(mnt, rootNode, opts)
 	if err != nil {
 		back.Close()
@@ -203,11 +203,12 @@ func isDead(dir string) bool {
 	return errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED)
 }
 
-// warnHidden warns when a mount point that is not the backing dir holds
-// entries: the mount hides them (an application wrote there while no
-// daemon was mounted, and georep never saw it).
-func warnHidden(mnt, backing string, log *slog.Logger) {
-	if mnt == backing {
+// warnHidden warns when a mount point that is not the backing dir (whose
+// stat is backing) holds entries: the mount hides them (an application
+// wrote there while no daemon was mounted, and georep never saw it).
+func warnHidden(mnt string, backing *syscall.Stat_t, log *slog.Logger) {
+	var st syscall.Stat_t
+	if syscall.Stat(mnt, &st) != nil || st.Dev == backing.Dev && st.Ino == backing.Ino {
 		return
 	}
 	f, err := os.Open(mnt)
