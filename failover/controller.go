@@ -157,7 +157,14 @@ func (c *Controller) saveLocked(st State) error {
 	if err := c.o.DB.Sync(); err != nil {
 		return fmt.Errorf("persist role %s at epoch %d: %w", st.Role, st.Epoch, err)
 	}
+	old := c.st
 	c.st = st
+	if old.Role != st.Role || old.Epoch != st.Epoch || old.Primary != st.Primary {
+		// One line per role change, whatever made it (failover, fencing,
+		// joining, failback): monitoring greps for it.
+		c.log.Info("role change", "from", old.Role, "to", st.Role, "epoch", st.Epoch, "from_epoch", old.Epoch,
+			"primary", c.peerName(st.Primary))
+	}
 	return nil
 }
 

@@ -138,10 +138,15 @@ func TestFreezeWaitsForInflight(t *testing.T) {
 func TestFreezeNests(t *testing.T) {
 	var g gate
 	g.init()
+	var held []time.Duration
+	g.onThaw = func(d time.Duration) { held = append(held, d) }
 	ctx := context.Background()
 	must(t, g.freeze(ctx))
 	must(t, g.freeze(ctx))
 	g.thaw()
+	if len(held) != 0 {
+		t.Fatalf("the inner thaw reported a freeze: %v", held)
+	}
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
 	if errno := g.enter(short); errno != syscall.EINTR {
@@ -151,12 +156,20 @@ func TestFreezeNests(t *testing.T) {
 	if errno := g.enter(ctx); errno != 0 {
 		t.Fatalf("enter after the outer thaw: %v", errno)
 	}
+	// One freeze reported, from the outer Freeze to the outer Thaw (the
+	// 50 ms enter above waited inside it).
+	if len(held) != 1 || held[0] < 50*time.Millisecond {
+		t.Fatalf("freezes reported: %v, want one of at least 50ms", held)
+	}
 	g.leave()
 	g.thaw() // one too many: harmless
 	if errno := g.enter(ctx); errno != 0 {
 		t.Fatalf("enter after an extra thaw: %v", errno)
 	}
 	g.leave()
+	if len(held) != 1 {
+		t.Fatalf("an extra thaw reported a freeze: %v", held)
+	}
 }
 
 // TestFenceFailsBlockedWriters freezes the mount with a writer blocked,

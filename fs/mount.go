@@ -37,8 +37,12 @@ type Options struct {
 	// BeforeMount, if set, runs with the path through which the backing
 	// dir is reached once it is open, before anything is mounted.
 	BeforeMount func(backingRoot string) error
-	Logger      *slog.Logger
-	Debug       bool
+	// OnThaw, if set, is told how long each freeze held mutating calls
+	// (from the outermost Freeze, or the start of a Frozen mount, to the
+	// Thaw that ends it). It must not block.
+	OnThaw func(held time.Duration)
+	Logger *slog.Logger
+	Debug  bool
 }
 
 // Mount is a live journaled mount.
@@ -114,8 +118,9 @@ func New(ctx context.Context, o Options) (*Mount, error) {
 	v := &Volume{j: o.Journal, log: o.Logger.With("component", "fs"), open: map[*Node]struct{}{}, asRoot: os.Getuid() == 0}
 	v.gate.init()
 	v.gate.setReadOnly(o.ReadOnly)
+	v.gate.onThaw = o.OnThaw
 	if o.Frozen {
-		v.gate.frozen = 1
+		v.gate.frozen, v.gate.frozenAt = 1, time.Now()
 	}
 	lroot := &gofs.LoopbackRoot{Path: rootPath, Dev: uint64(st.Dev)}
 	rootNode := &Node{LoopbackNode: &gofs.LoopbackNode{RootData: lroot}, vol: v}

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 
@@ -164,6 +165,10 @@ type gate struct {
 	roFlag   atomic.Bool // ro, for lock-free reads
 	frozen   int         // freezes in force (they nest)
 	inflight int
+	// frozenAt is when the outermost freeze began; onThaw, if set, is
+	// told how long mutating calls were held when the last one ends.
+	frozenAt time.Time
+	onThaw   func(held time.Duration)
 }
 
 func (g *gate) init() { g.cond = sync.NewCond(&g.mu) }
@@ -215,6 +220,9 @@ func (g *gate) readOnly() bool { return g.roFlag.Load() }
 func (g *gate) freeze(ctx context.Context) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.frozen == 0 {
+		g.frozenAt = time.Now()
+	}
 	g.frozen++
 	stop := context.AfterFunc(ctx, func() {
 		g.mu.Lock()
@@ -226,6 +234,9 @@ func (g *gate) freeze(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			g.frozen--
 			g.cond.Broadcast()
+			if g.frozen == 0 && g.onThaw != nil {
+				g.onThaw(time.Since(g.frozenAt))
+			}
 			return err
 		}
 		g.cond.Wait()
@@ -235,11 +246,16 @@ func (g *gate) freeze(ctx context.Context) error {
 
 func (g *gate) thaw() {
 	g.mu.Lock()
+	was := g.frozen
 	if g.frozen > 0 {
 		g.frozen--
 	}
 	if g.frozen == 0 {
 		g.cond.Broadcast()
 	}
+	held, report := time.Since(g.frozenAt), was == 1 && g.onThaw != nil
 	g.mu.Unlock()
+	if report {
+		g.onThaw(held)
+	}
 }

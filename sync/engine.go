@@ -81,6 +81,8 @@ type Engine struct {
 	trimMu     gosync.Mutex
 	// low is the seq every peer has acknowledged (BatchBegin.Trim).
 	low atomic.Uint64
+	// counts are the totals since start (Counters).
+	counts counters
 }
 
 var keyVolume = []byte("vol/id")
@@ -116,6 +118,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	r.PostApply = cfg.PostApply
 	r.roles = cfg.Roles
+	r.counts = &e.counts
 	if n, err := strconv.Atoi(os.Getenv(crashEnv)); err == nil && n > 0 {
 		r.crashAfter = n
 	}
@@ -306,7 +309,7 @@ func (e *Engine) startShippersCtx(ctx context.Context) error {
 			continue
 		}
 		s := &shipper{e: e, peer: p, log: e.log.With("peer", p.Name), kick: make(chan struct{}, 1),
-			state: StateDisconnected, since: time.Now()}
+			state: StateDisconnected, since: time.Now(), counts: e.counts.peer(p.Name)}
 		if rec, err := e.loadPeer(p.ID); err == nil && rec.Epoch == epoch {
 			s.acked, s.lastSynced = rec.Acked, rec.LastSynced
 		}
@@ -482,7 +485,11 @@ func (e *Engine) dispatch(ctx context.Context, c *Conn, peer node.Peer, h *Hello
 				return err
 			}
 		}
-		return e.recv.serveReplicate(ctx, c, peer, h, e.claim)
+		err := e.recv.serveReplicate(ctx, c, peer, h, e.claim)
+		if err != nil {
+			e.counts.applyErrors.Add(1)
+		}
+		return err
 	case PurposeVerify:
 		return e.recv.serveVerify(ctx, c, h, e.claim())
 	}

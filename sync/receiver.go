@@ -88,6 +88,8 @@ type Receiver struct {
 	// noSync skips syncfs before the cursor is committed (fuzz tests,
 	// which apply thousands of batches).
 	noSync bool
+	// counts, if set, are the engine's totals (batches applied).
+	counts *counters
 
 	session gosync.Mutex // one replication session at a time
 	// sessMu guards preempt, which ends the running session (its
@@ -667,6 +669,10 @@ func (r *Receiver) applyStaged(ctx context.Context) (*Ack, error) {
 	}
 	os.Remove(r.stagePath())
 	os.Remove(r.progressPath())
+	if r.counts != nil {
+		r.counts.batchesApplied.Add(1)
+		r.counts.recordsApplied.Add(uint64(len(received)))
+	}
 	r.log.Info("batch applied", "first", begin.First, "seq", end.Seq, "records", len(received), "repair", len(st.Repair))
 	return &Ack{Seq: end.Seq, Repair: st.Repair}, nil
 }

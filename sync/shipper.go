@@ -56,6 +56,8 @@ type shipper struct {
 	// shipped counts bytes of file data sent.
 	shipped int64
 	lastAck time.Time
+	// counts are the peer's totals, kept across shippers (Counters).
+	counts *peerCounters
 }
 
 // peerRecord is what the primary persists per peer: sp/<node id>. Epoch
@@ -89,6 +91,7 @@ func (s *shipper) run(ctx context.Context) {
 		s.mu.Lock()
 		s.lastErr = oneLine(err)
 		s.mu.Unlock()
+		s.counts.errors.Add(1)
 		s.log.Warn("replication session ended", "err", err)
 		if time.Since(start) > 10*time.Second || s.progressed(start) {
 			backoff = 100 * time.Millisecond
@@ -287,6 +290,7 @@ func (s *shipper) shipBatch(ctx context.Context, c *Conn, cursor uint64) (uint64
 		return cursor, nil, err
 	}
 	cut := time.Now()
+	bytes0 := s.counts.bytes.Load()
 	if err := j.Flush(ctx); err != nil {
 		return cursor, nil, err
 	}
@@ -353,7 +357,10 @@ func (s *shipper) shipBatch(ctx context.Context, c *Conn, cursor uint64) (uint64
 	if ack.Seq != last {
 		return cursor, nil, fmt.Errorf("batch %d..%d: peer acknowledged seq %d", recs[0].Seq, last, ack.Seq)
 	}
-	s.log.Info("batch shipped", "first", recs[0].Seq, "last", last, "records", len(out), "files", len(plans))
+	s.counts.batches.Add(1)
+	s.counts.records.Add(uint64(len(out)))
+	s.log.Info("batch shipped", "first", recs[0].Seq, "last", last, "records", len(out), "files", len(plans),
+		"bytes", s.counts.bytes.Load()-bytes0, "took", time.Since(cut).Round(time.Microsecond))
 	s.acknowledged(last, cut)
 	paths := slices.Clone(ack.Repair)
 	for p := range repair {
@@ -480,6 +487,7 @@ func (s *shipper) sendFileData(c *Conn, r *journal.Record, p *batchPlan, repair 
 			s.mu.Lock()
 			s.shipped += int64(len(sg.data))
 			s.mu.Unlock()
+			s.counts.bytes.Add(uint64(len(sg.data)))
 		}
 		if err != nil {
 			return err
@@ -588,6 +596,7 @@ func (s *shipper) streamRanges(c *Conn, fd int, ino uint64, st *unix.Stat_t, ran
 			s.mu.Lock()
 			s.shipped += int64(got)
 			s.mu.Unlock()
+			s.counts.bytes.Add(uint64(got))
 			off, n = off+int64(got), n-int64(got)
 		}
 		return nil
