@@ -1,13 +1,18 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"net/http"
-	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/georep/georep/failover"
 	"github.com/georep/georep/journal"
 	"github.com/georep/georep/node"
 	gsync "github.com/georep/georep/sync"
+	"github.com/georep/georep/web"
 )
 
 // daemonState is what the daemon's control API reports and acts on.
@@ -19,6 +24,7 @@ type daemonState struct {
 	eng            *gsync.Engine
 	ctl            *failover.Controller
 	hooks          *hooks
+	pid            int
 }
 
 // mux is the control API (HTTP over the state dir's Unix socket). GETs
@@ -78,41 +84,116 @@ func (d *daemonState) mux() *http.ServeMux {
 // status is the reply of GET /v1/status; ?nodes=1 adds every node's
 // claim, asked of the peers now.
 func (d *daemonState) status(r *http.Request) Status {
+	return statusOf(d.Snapshot(r.Context(), r.URL.Query().Get("nodes") == "1"), d.pid)
+}
+
+// Snapshot gathers what the daemon reports (web.Backend): the CLI's
+// status and the web page and metrics are all rendered from it.
+func (d *daemonState) Snapshot(ctx context.Context, nodes bool) *web.Page {
 	cl := d.ctl.Claim()
-	st := Status{
-		Node: d.id.Name, ID: d.id.ID, Role: cl.Role, Epoch: cl.Epoch, Seq: cl.Seq,
-		Mount: d.mount, Backing: d.backing, PID: os.Getpid(), Volume: d.eng.Volume(), Mode: d.mode,
-		Primary: cl.Primary, RoleSince: rfc3339(cl.Since),
-		Peers: []PeerStatus{}, Hooks: d.hooks.status(), Conflicts: d.ctl.Conflicts(),
+	p := &web.Page{
+		Node: d.id.Name, ID: d.id.ID, Role: cl.Role, Epoch: cl.Epoch, Seq: cl.Seq, Primary: cl.Primary,
+		RoleSince: cl.Since, Mount: d.mount, Backing: d.backing, Mode: d.mode,
+		Conflicts: d.ctl.Conflicts(), Hooks: d.hooks.page(), Counters: d.eng.Counters(),
 	}
 	if cl.Role != gsync.RolePrimary {
 		rs, tree := d.eng.Receiver().State()
-		st.Replica = &ReplicaStatus{CursorEpoch: failover.History(rs.History).EpochAt(rs.Cursor), Cursor: rs.Cursor,
-			Applied: rfc3339(rs.Applied), Full: rs.Full, Repair: len(rs.Repair)}
+		p.Replica = &web.Replica{CursorEpoch: failover.History(rs.History).EpochAt(rs.Cursor), Cursor: rs.Cursor,
+			Applied: rs.Applied, NeedsFullSync: rs.Full, PathsToCompare: len(rs.Repair)}
 		if tree.Running {
-			st.Replica.FullSync = &tree
+			p.Replica.FullSync = &tree
 		}
 	}
-	if st.Primary != "" {
-		if p, ok := d.eng.TrustedPeer(st.Primary); ok {
-			st.Primary = p.Name
-		} else if st.Primary == d.id.ID {
-			st.Primary = d.id.Name
+	if p.Primary != "" {
+		if peer, ok := d.eng.TrustedPeer(p.Primary); ok {
+			p.Primary = peer.Name
+		} else if p.Primary == d.id.ID {
+			p.Primary = d.id.Name
 		}
 	}
-	for _, p := range d.eng.Peers(r.Context()) {
-		ps := PeerStatus{Name: p.Name, Addr: p.Addr, State: p.State, StateSince: rfc3339(p.StateSince),
-			AckedSeq: p.AckedSeq, LastSynced: rfc3339(p.LastSynced), LagSeconds: p.LagSeconds,
-			PendingEntries: p.PendingEntries, PendingBytes: p.PendingBytes, BytesShipped: p.BytesShipped, Error: p.Error}
-		if p.Tree.Running {
-			tree := p.Tree
-			ps.FullSync = &tree
-		}
-		st.Peers = append(st.Peers, ps)
+	p.Peers = d.eng.Peers(ctx)
+	p.Failback = d.ctl.FailbackStatus(ctx)
+	if nodes {
+		p.Nodes = d.ctl.Nodes(ctx)
 	}
-	st.Failback = d.ctl.FailbackStatus(r.Context())
-	if r.URL.Query().Get("nodes") == "1" {
-		st.Nodes = d.ctl.Nodes(r.Context())
+	return p
+}
+
+// statusOf renders a snapshot as `georep status --json` shows it.
+func statusOf(p *web.Page, pid int) Status {
+	st := Status{
+		Node: p.Node, ID: p.ID, Role: p.Role, Epoch: p.Epoch, Seq: p.Seq, Mount: p.Mount, Backing: p.Backing,
+		PID: pid, Mode: p.Mode, Primary: p.Primary, RoleSince: rfc3339(p.RoleSince), Peers: []PeerStatus{},
+		Hooks:    HookStatus{PreSync: p.Hooks.PreSync, PostApply: p.Hooks.PostApply, LastError: p.Hooks.LastError, Log: p.Hooks.Log},
+		Failback: p.Failback, Conflicts: p.Conflicts, Nodes: p.Nodes,
+	}
+	if r := p.Replica; r != nil {
+		st.Replica = &ReplicaStatus{CursorEpoch: r.CursorEpoch, Cursor: r.Cursor, Applied: rfc3339(r.Applied),
+			Full: r.NeedsFullSync, Repair: r.PathsToCompare, FullSync: r.FullSync}
+	}
+	for _, ps := range p.Peers {
+		out := PeerStatus{Name: ps.Name, Addr: ps.Addr, State: ps.State, StateSince: rfc3339(ps.StateSince),
+			AckedSeq: ps.AckedSeq, LastSynced: rfc3339(ps.LastSynced), LagSeconds: ps.LagSeconds,
+			PendingEntries: ps.PendingEntries, PendingBytes: ps.PendingBytes, BytesShipped: ps.BytesShipped, Error: ps.Error}
+		if ps.Tree.Running {
+			tree := ps.Tree
+			out.FullSync = &tree
+		}
+		st.Peers = append(st.Peers, out)
 	}
 	return st
+}
+
+// Health is what /healthz reports (web.Backend): the mount must answer
+// statfs as a FUSE file system within 2s, and with maxLag no peer may lag
+// further (the rule of status --max-lag).
+func (d *daemonState) Health(ctx context.Context, maxLag time.Duration) string {
+	if err := mountAnswers(ctx, d.mount); err != nil {
+		return err.Error()
+	}
+	if maxLag > 0 {
+		st := statusOf(d.Snapshot(ctx, false), d.pid)
+		return lagCrossed(&st, maxLag, time.Now())
+	}
+	return ""
+}
+
+// fuseMagic is statfs's f_type of a FUSE file system.
+const fuseMagic = 0x65735546
+
+// mountAnswers checks that the mount point is a live FUSE mount.
+func mountAnswers(ctx context.Context, mnt string) error {
+	done := make(chan error, 1)
+	go func() {
+		var st unix.Statfs_t
+		if err := unix.Statfs(mnt, &st); err != nil {
+			done <- fmt.Errorf("the mount %s does not answer: %w", mnt, err)
+			return
+		}
+		if st.Type != fuseMagic {
+			done <- fmt.Errorf("%s is not mounted (file system type %#x)", mnt, st.Type)
+			return
+		}
+		done <- nil
+	}()
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("the mount %s does not answer statfs within 2s", mnt)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Takeover runs failover start (web.Backend).
+func (d *daemonState) Takeover(ctx context.Context) (*failover.Report, error) {
+	return d.ctl.Failover(ctx, false)
+}
+
+// FailbackCommit runs failback commit (web.Backend).
+func (d *daemonState) FailbackCommit(ctx context.Context) (*failover.CommitReport, error) {
+	return d.ctl.FailbackCommit(ctx)
 }

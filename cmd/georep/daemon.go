@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,13 +17,14 @@ import (
 	"github.com/georep/georep/fs"
 	"github.com/georep/georep/node"
 	gsync "github.com/georep/georep/sync"
+	"github.com/georep/georep/web"
 )
 
 func daemonCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "daemon",
 		Usage:     "serve the volume: mount the backing dir through the journal",
-		UsageText: "georep daemon --state DIR --backing DIR --mount DIR [--primary]",
+		UsageText: "georep daemon --state DIR --backing DIR --mount DIR [--primary] [--http HOST:PORT] [--detach]",
 		Description: "The mount may be the backing dir itself (in-place mount). --primary gives\n" +
 			"a new node the primary role; without it a new node is a secondary, whose mount\n" +
 			"is read-only for applications. Once a node has a role (failover and failback\n" +
@@ -30,7 +32,12 @@ func daemonCommand() *cli.Command {
 			"holds writes (they block) for up to 3s while it asks its peers whether another\n" +
 			"node became primary meanwhile; if one did, it comes up fenced (EROFS).\n" +
 			"SIGTERM or SIGINT unmounts cleanly; after SIGKILL, start it again: the dead\n" +
-			"mount is cleared and the journal recovered.",
+			"mount is cleared and the journal recovered.\n\n" +
+			"--http serves the status page (with the takeover form), /metrics and /healthz.\n" +
+			"The takeover password travels in the form: serve it on 127.0.0.1, over\n" +
+			"--http-tls-cert/--http-tls-key, or behind a TLS proxy. --detach returns once\n" +
+			"the daemon serves (output appended to --log-file, default STATE/daemon.log).\n" +
+			"Under systemd (Type=notify) the daemon reports READY=1 when it serves.",
 		Flags: []cli.Flag{
 			stateFlag(),
 			&cli.StringFlag{Name: "backing", Usage: "the directory that holds the volume's files"},
@@ -43,6 +50,12 @@ func daemonCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.BoolFlag{Name: "debug-fuse", Usage: "log every FUSE request"},
+			&cli.StringFlag{Name: "http", Usage: "serve the status page, /metrics and /healthz on HOST:PORT"},
+			&cli.StringFlag{Name: "http-tls-cert", Usage: "serve --http over TLS with this certificate (PEM)"},
+			&cli.StringFlag{Name: "http-tls-key", Usage: "the key of --http-tls-cert (PEM)"},
+			&cli.StringFlag{Name: "takeover-password-file", Usage: "set the takeover password from this file's first line (only its hash is stored)"},
+			&cli.BoolFlag{Name: "detach", Usage: "run in the background; return once the daemon serves"},
+			&cli.StringFlag{Name: "log-file", Usage: "with --detach: where the daemon's log goes (default STATE/daemon.log)"},
 		},
 		Action: runDaemon,
 	}
@@ -84,6 +97,20 @@ func runDaemon(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if (c.String("http-tls-cert") == "") != (c.String("http-tls-key") == "") {
+		return usagef("--http-tls-cert and --http-tls-key go together")
+	}
+	if c.String("http-tls-cert") != "" && c.String("http") == "" {
+		return usagef("--http-tls-cert needs --http")
+	}
+	if pf := c.String("takeover-password-file"); pf != "" {
+		if err := setTakeoverPassword(dir, pf); err != nil {
+			return err
+		}
+	}
+	if c.Bool("detach") {
+		return detach(c, dir)
+	}
 	// The mount creates files with the modes applications ask for (the
 	// kernel has applied their umask already).
 	syscall.Umask(0)
@@ -115,6 +142,7 @@ func runDaemon(c *cli.Context) error {
 	// A primary that restarts holds writes until its peers told it that
 	// no other node became primary meanwhile (failover.Controller.Run).
 	frozen := role == gsync.RolePrimary && len(peers) > 0
+	metrics := web.NewMetrics()
 	m, err := fs.New(ctx, fs.Options{
 		Backing:    backing,
 		Mountpoint: mount,
@@ -129,6 +157,7 @@ func runDaemon(c *cli.Context) error {
 			// can read the replica.
 			return gsync.RecoverStaged(ctx, root, n.DB, dir, log)
 		},
+		OnThaw: metrics.ObserveFreeze,
 		Logger: log,
 		Debug:  c.Bool("debug-fuse"),
 	})
@@ -173,19 +202,29 @@ func runDaemon(c *cli.Context) error {
 		mode = "schedule " + s
 	}
 	d := &daemonState{id: n.Identity, backing: backing, mount: m.Mountpoint(), mode: mode, journal: n.Journal,
-		eng: eng, ctl: ctl, hooks: hk}
+		eng: eng, ctl: ctl, hooks: hk, pid: os.Getpid()}
 	stopControl, err := serveControl(ctx, dir, d.mux(), log)
 	if err != nil {
 		return err
 	}
 	defer stopControl()
+	httpDone, err := serveWeb(ctx, c, dir, d, metrics, log)
+	if err != nil {
+		return err
+	}
 
 	gone := make(chan struct{})
 	go func() { m.Wait(); close(gone) }()
 	go cutSessions(ctx, m.Volume, log)
 	log.Info("georep daemon ready", "node", n.Identity.Name, "role", role, "epoch", ctl.State().Epoch,
 		"backing", backing, "mount", m.Mountpoint(), "seq", n.Journal.Seq())
+	signalReady(ctx)
 	select {
+	case err := <-httpDone:
+		if ctx.Err() == nil {
+			return fmt.Errorf("the status page server stopped: %w", err)
+		}
+		log.Info("stopping: unmounting", "mount", m.Mountpoint())
 	case <-ctx.Done():
 		log.Info("stopping: unmounting", "mount", m.Mountpoint())
 	case <-gone:
@@ -217,4 +256,52 @@ func cutSessions(ctx context.Context, v *fs.Volume, log *slog.Logger) {
 			}
 		}
 	}
+}
+
+// serveWeb starts the status page server when --http is given; the
+// channel reports its end (nil when not serving: it never fires).
+func serveWeb(ctx context.Context, c *cli.Context, dir string, d *daemonState, metrics *web.Metrics, log *slog.Logger) (<-chan error, error) {
+	addr := c.String("http")
+	if addr == "" {
+		return nil, nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, usagef("bad --http %q: want HOST:PORT", addr)
+	}
+	srv, err := web.New(web.Options{Backend: d, StateDir: dir, Metrics: metrics, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	cert := c.String("http-tls-cert")
+	bound, done, err := web.Serve(ctx, addr, srv.Handler(), cert, c.String("http-tls-key"), log)
+	if err != nil {
+		return nil, err
+	}
+	scheme := "http"
+	if cert != "" {
+		scheme = "https"
+	}
+	log.Info("status page", "url", scheme+"://"+bound+"/", "metrics", scheme+"://"+bound+"/metrics")
+	if ip := net.ParseIP(host); cert == "" && (ip == nil || !ip.IsLoopback()) {
+		log.Warn("the status page is served without TLS on a non-loopback address: the takeover password would cross the network in clear (use --http-tls-cert/--http-tls-key or a TLS proxy)", "http", addr)
+	}
+	if h, err := web.LoadHash(dir); err != nil {
+		log.Warn("takeover from the status page is off", "err", err)
+	} else if h == "" {
+		log.Info("takeover from the status page is off: no takeover password is set (--takeover-password-file)")
+	}
+	return done, nil
+}
+
+// setTakeoverPassword stores the hash of the password in file.
+func setTakeoverPassword(stateDir, file string) error {
+	pw, err := web.ReadPasswordFile(file)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(stateDir); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	return web.SetPassword(stateDir, pw)
 }

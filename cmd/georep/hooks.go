@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"strings"
 	"time"
+
+	"github.com/georep/georep/web"
 )
 
 // hooks runs the operator's pre-sync and post-apply commands, keeping
@@ -67,4 +71,48 @@ func (h *hooks) status() HookStatus {
 		st.Log = h.log
 	}
 	return st
+}
+
+// page is the hooks as the web page shows them, with the log's tail.
+func (h *hooks) page() web.Hooks {
+	st := h.status()
+	out := web.Hooks{PreSync: st.PreSync, PostApply: st.PostApply, Log: st.Log, LastError: st.LastError}
+	if st.Log != "" {
+		out.Tail = tailLines(st.Log, hookTailLines, hookTailBytes)
+	}
+	return out
+}
+
+// The status page shows the hook log's last lines.
+const (
+	hookTailLines = 30
+	hookTailBytes = 16 << 10
+)
+
+// tailLines returns the last n lines of the file at path, reading at most
+// limit bytes from its end.
+func tailLines(path string, n int, limit int64) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	off := max(fi.Size()-limit, 0)
+	buf := make([]byte, fi.Size()-off)
+	k, _ := f.ReadAt(buf, off)
+	buf = buf[:k]
+	if off > 0 {
+		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+			buf = buf[i+1:] // a partial first line
+		}
+	}
+	lines := strings.Split(strings.TrimRight(string(buf), "\n"), "\n")
+	if len(lines) == 1 && lines[0] == "" {
+		return nil
+	}
+	return lines[max(len(lines)-n, 0):]
 }
