@@ -8,7 +8,7 @@ import (
 
 type fakeClock struct{ t time.Time }
 
-func (c *fakeClock) now() time.Time            { return c.t }
+func (c *fakeClock) now() time.Time          { return c.t }
 func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
 // TestLimiterBacksOff: three free failures, then lockouts doubling from
