@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     := bin/georep
 DEMO    ?= /tmp/georep-demo
-PKGS    := fuse3 attr rsync fio
+PKGS    := fuse3 attr rsync fio chromium
 FUZZTIME ?= 5s
 
 .PHONY: all deps build test test-unit test-integration fuzz bench run stop clean
@@ -29,6 +29,7 @@ build:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -race ./journal/... ./index/... ./node/... ./sync/... ./failover/...
+	$(GO) test -count=1 -race ./web/...
 	$(GO) test -count=1 ./fs/... ./cmd/... ./bench/...
 	$(GO) test -count=1 -timeout 20m ./integration/...
 	$(MAKE) fuzz

@@ -54,7 +54,8 @@ type ReplicaState struct {
 	Unsettled bool `json:"unsettled,omitempty"`
 	// RLFrom: the received log holds every record in (RLFrom, Cursor].
 	RLFrom uint64 `json:"rl_from"`
-	// Applied is when the last batch was applied.
+	// Applied is when the replica last became a copy of the primary up to
+	// Cursor: a batch applied, or a full tree sync finished.
 	Applied time.Time `json:"applied"`
 }
 

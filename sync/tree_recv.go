@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -122,6 +123,7 @@ func (t *treeReceiver) end(tb *TreeBegin, te *TreeEnd) error {
 			st.RLFrom = te.Seq
 		}
 		st.Cursor, st.Full, st.Repair, st.Unsettled = te.Seq, false, nil, false
+		st.Applied = time.Now()
 	}
 	if err := r.commit(st, nil); err != nil {
 		return err

@@ -175,6 +175,7 @@ func TestStatusPage(t *testing.T) {
 	if strings.Contains(body, "<script") {
 		t.Error("the page has a script")
 	}
+	uniqueIDs(t, body)
 	// A primary is not offered a takeover.
 	f.node.page.Role = gsync.RolePrimary
 	if _, body := f.get(t, "GET", "/"); strings.Contains(body, `action="/takeover"`) {
@@ -331,6 +332,7 @@ func TestFailbackCommitForm(t *testing.T) {
 	if !strings.Contains(body, `action="/failback/commit"`) {
 		t.Fatal("commit form not shown for a completed failback")
 	}
+	uniqueIDs(t, body)
 	if code, _ := f.post(t, "/failback/commit", takeoverForm("nope-nope", "4")); code != http.StatusForbidden || f.node.commits != 0 {
 		t.Fatalf("commit with a wrong password: %d", code)
 	}
@@ -473,5 +475,19 @@ func TestSecurityHeaders(t *testing.T) {
 	big := url.Values{"password": {strings.Repeat("x", 2*maxForm)}, "epoch": {"4"}}
 	if code, _ := f.post(t, "/takeover", big); code != http.StatusBadRequest {
 		t.Errorf("oversized form: %d, want 400", code)
+	}
+}
+
+// uniqueIDs fails on an element id used twice (a test clicking it would
+// hit the first).
+func uniqueIDs(t *testing.T, body string) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, part := range strings.Split(body, ` id="`)[1:] {
+		id := part[:strings.IndexByte(part, '"')]
+		if seen[id] {
+			t.Errorf("id %q used twice on the page", id)
+		}
+		seen[id] = true
 	}
 }

@@ -25,6 +25,7 @@ type daemonState struct {
 	ctl            *failover.Controller
 	hooks          *hooks
 	pid            int
+	httpURL        string // the status page, when served
 }
 
 // mux is the control API (HTTP over the state dir's Unix socket). GETs
@@ -84,7 +85,7 @@ func (d *daemonState) mux() *http.ServeMux {
 // status is the reply of GET /v1/status; ?nodes=1 adds every node's
 // claim, asked of the peers now.
 func (d *daemonState) status(r *http.Request) Status {
-	return statusOf(d.Snapshot(r.Context(), r.URL.Query().Get("nodes") == "1"), d.pid)
+	return d.statusOf(d.Snapshot(r.Context(), r.URL.Query().Get("nodes") == "1"))
 }
 
 // Snapshot gathers what the daemon reports (web.Backend): the CLI's
@@ -120,10 +121,10 @@ func (d *daemonState) Snapshot(ctx context.Context, nodes bool) *web.Page {
 }
 
 // statusOf renders a snapshot as `georep status --json` shows it.
-func statusOf(p *web.Page, pid int) Status {
+func (d *daemonState) statusOf(p *web.Page) Status {
 	st := Status{
 		Node: p.Node, ID: p.ID, Role: p.Role, Epoch: p.Epoch, Seq: p.Seq, Mount: p.Mount, Backing: p.Backing,
-		PID: pid, Mode: p.Mode, Primary: p.Primary, RoleSince: rfc3339(p.RoleSince), Peers: []PeerStatus{},
+		PID: d.pid, HTTP: d.httpURL, Mode: p.Mode, Primary: p.Primary, RoleSince: rfc3339(p.RoleSince), Peers: []PeerStatus{},
 		Hooks:    HookStatus{PreSync: p.Hooks.PreSync, PostApply: p.Hooks.PostApply, LastError: p.Hooks.LastError, Log: p.Hooks.Log},
 		Failback: p.Failback, Conflicts: p.Conflicts, Nodes: p.Nodes,
 	}
@@ -152,7 +153,7 @@ func (d *daemonState) Health(ctx context.Context, maxLag time.Duration) string {
 		return err.Error()
 	}
 	if maxLag > 0 {
-		st := statusOf(d.Snapshot(ctx, false), d.pid)
+		st := d.statusOf(d.Snapshot(ctx, false))
 		return lagCrossed(&st, maxLag, time.Now())
 	}
 	return ""

@@ -203,15 +203,16 @@ func runDaemon(c *cli.Context) error {
 	}
 	d := &daemonState{id: n.Identity, backing: backing, mount: m.Mountpoint(), mode: mode, journal: n.Journal,
 		eng: eng, ctl: ctl, hooks: hk, pid: os.Getpid()}
+	// The web server first: d.httpURL is set before anyone reads it.
+	httpDone, err := serveWeb(ctx, c, dir, d, metrics, log)
+	if err != nil {
+		return err
+	}
 	stopControl, err := serveControl(ctx, dir, d.mux(), log)
 	if err != nil {
 		return err
 	}
 	defer stopControl()
-	httpDone, err := serveWeb(ctx, c, dir, d, metrics, log)
-	if err != nil {
-		return err
-	}
 
 	gone := make(chan struct{})
 	go func() { m.Wait(); close(gone) }()
@@ -282,7 +283,8 @@ func serveWeb(ctx context.Context, c *cli.Context, dir string, d *daemonState, m
 	if cert != "" {
 		scheme = "https"
 	}
-	log.Info("status page", "url", scheme+"://"+bound+"/", "metrics", scheme+"://"+bound+"/metrics")
+	d.httpURL = scheme + "://" + bound + "/"
+	log.Info("status page", "url", d.httpURL, "metrics", d.httpURL+"metrics")
 	if ip := net.ParseIP(host); cert == "" && (ip == nil || !ip.IsLoopback()) {
 		log.Warn("the status page is served without TLS on a non-loopback address: the takeover password would cross the network in clear (use --http-tls-cert/--http-tls-key or a TLS proxy)", "http", addr)
 	}

@@ -25,6 +25,8 @@ type Status struct {
 	PID     int    `json:"pid"`
 	Volume  string `json:"volume,omitempty"`
 	Mode    string `json:"mode,omitempty"` // continuous, or the cron schedule
+	// HTTP is the status page's address (daemon --http).
+	HTTP string `json:"http,omitempty"`
 	// Primary is the name of the primary this node knows of (itself when
 	// it is the primary); RoleSince when it took its role.
 	Primary   string `json:"primary,omitempty"`
@@ -162,6 +164,9 @@ func printStatus(c *cli.Context, st *Status) error {
 	}
 	if st.Mode != "" {
 		fmt.Fprintf(tw, "mode\t%s\n", st.Mode)
+	}
+	if st.HTTP != "" {
+		fmt.Fprintf(tw, "status page\t%s\n", st.HTTP)
 	}
 	if r := st.Replica; r != nil {
 		fmt.Fprintf(tw, "cursor\t%d (epoch %d)\n", r.Cursor, r.CursorEpoch)
