@@ -2,7 +2,9 @@
 // FUSE mount whose changes are shipped to secondaries (see SPEC.md).
 //
 // One file per command group: init.go (init, id), daemon.go, journal.go,
-// status.go, peer.go, sync.go, verify.go, failover.go, failback.go;
+// status.go, peer.go, sync.go, verify.go, failover.go, failback.go,
+// help.go (the manual); detach.go is daemon --detach and systemd's
+// readiness notice;
 // control.go is the daemon's control socket and its client, api.go the
 // control API the daemon serves on it.
 package main
@@ -37,6 +39,23 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
 
+// commands are georep's commands, in the order help lists them.
+func commands() []*cli.Command {
+	return []*cli.Command{
+		initCommand(),
+		idCommand(),
+		daemonCommand(),
+		journalCommand(),
+		statusCommand(),
+		peerCommand(),
+		syncCommand(),
+		verifyCommand(),
+		failoverCommand(),
+		failbackCommand(),
+		helpCommand(),
+	}
+}
+
 func run(args []string, stdout, stderr io.Writer) int {
 	app := &cli.App{
 		Name:      "georep",
@@ -46,19 +65,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
 			return usageError{err.Error()}
 		},
-		ExitErrHandler: func(*cli.Context, error) {},
-		Commands: []*cli.Command{
-			initCommand(),
-			idCommand(),
-			daemonCommand(),
-			journalCommand(),
-			statusCommand(),
-			peerCommand(),
-			syncCommand(),
-			verifyCommand(),
-			failoverCommand(),
-			failbackCommand(),
-		},
+		ExitErrHandler:  func(*cli.Context, error) {},
+		HideHelpCommand: true, // help is the manual (help.go)
+		Commands:        commands(),
 	}
 	var setUsage func([]*cli.Command)
 	setUsage = func(cs []*cli.Command) {
