@@ -54,6 +54,7 @@ run: deps build
 	@if [ "$$(id -u)" != 0 ]; then echo "make run needs root (the daemons mount with mount(2))"; exit 1; fi
 	@$(MAKE) -s stop >/dev/null 2>&1 || true
 	@for n in a b; do mkdir -p $(DEMO)/$$n/backing $(DEMO)/$$n/mnt; done
+	@[ -e $(DEMO)/takeover-password ] || echo "georep-demo-$$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')" > $(DEMO)/takeover-password
 	@[ -e $(DEMO)/a/state/node.json ] || ./$(BIN) init --state $(DEMO)/a/state --name a --listen 127.0.0.1:7401 >/dev/null
 	@[ -e $(DEMO)/b/state/node.json ] || ./$(BIN) init --state $(DEMO)/b/state --name b --listen 127.0.0.1:7402 >/dev/null
 	@./$(BIN) peer list --state $(DEMO)/a/state | grep -q '^b ' || \
@@ -61,8 +62,10 @@ run: deps build
 	@./$(BIN) peer list --state $(DEMO)/b/state | grep -q '^a ' || \
 		./$(BIN) peer add --state $(DEMO)/b/state a 127.0.0.1:7401 $$(./$(BIN) id --state $(DEMO)/a/state) >/dev/null
 	@nohup ./$(BIN) daemon --state $(DEMO)/b/state --backing $(DEMO)/b/backing --mount $(DEMO)/b/mnt \
+		--http 127.0.0.1:7482 --takeover-password-file $(DEMO)/takeover-password \
 		>$(DEMO)/b/daemon.log 2>&1 & echo $$! > $(DEMO)/b/daemon.pid
 	@nohup ./$(BIN) daemon --state $(DEMO)/a/state --backing $(DEMO)/a/backing --mount $(DEMO)/a/mnt --primary \
+		--http 127.0.0.1:7481 --takeover-password-file $(DEMO)/takeover-password \
 		>$(DEMO)/a/daemon.log 2>&1 & echo $$! > $(DEMO)/a/daemon.pid
 	@for i in $$(seq 100); do ./$(BIN) status --state $(DEMO)/a/state --local >/dev/null 2>&1 && \
 		./$(BIN) status --state $(DEMO)/b/state --local >/dev/null 2>&1 && break; sleep 0.1; done
@@ -78,7 +81,9 @@ run: deps build
 	./$(BIN) status --state $(DEMO)/$$p/state && \
 	echo && \
 	echo "Node $$p (primary) is mounted at $(DEMO)/$$p/mnt, node $$s (secondary, read-only) at $(DEMO)/$$s/mnt." && \
-	echo "Logs: $(DEMO)/a/daemon.log, $(DEMO)/b/daemon.log. Try:" && \
+	echo "Logs: $(DEMO)/a/daemon.log, $(DEMO)/b/daemon.log." && \
+	echo "Status pages: a http://127.0.0.1:7481/  b http://127.0.0.1:7482/ (takeover password: $$(cat $(DEMO)/takeover-password))." && \
+	echo "Try:" && \
 	echo "  echo hello > $(DEMO)/$$p/mnt/hello.txt; mkdir $(DEMO)/$$p/mnt/d; mv $(DEMO)/$$p/mnt/hello.txt $(DEMO)/$$p/mnt/d/" && \
 	echo "  cat $(DEMO)/$$s/mnt/d/hello.txt                              # replicated within a second" && \
 	echo "  ./$(BIN) status --state $(DEMO)/$$p/state                    # roles side by side; peers: acked seq, lag, pending" && \
@@ -88,6 +93,7 @@ run: deps build
 	echo "Failover and failback:" && \
 	echo "  kill -9 \$$(cat $(DEMO)/$$p/daemon.pid)                       # the primary dies" && \
 	echo "  ./$(BIN) failover start --state $(DEMO)/$$s/state            # $$s is the primary now (epoch+1)" && \
+	echo "      (or: the Take over button of $$s's status page)" && \
 	echo "  make run                                                  # $$p comes back fenced, then follows $$s" && \
 	echo "  ./$(BIN) failback start --state $(DEMO)/$$p/state --wait     # $$p catches up in the background" && \
 	echo "  ./$(BIN) failback commit --state $(DEMO)/$$p/state           # $$p is the primary again" && \

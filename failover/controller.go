@@ -53,6 +53,8 @@ type Controller struct {
 	root  int // the backing dir
 	// frozen: the mount started frozen until the start-up check (Run).
 	frozen bool
+	// settled is closed once the start-up check is done (Settled).
+	settled chan struct{}
 
 	mu sync.Mutex
 	st State
@@ -86,7 +88,7 @@ func Load(o Options) (*Controller, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	c := &Controller{o: o, log: o.Logger.With("component", "failover"), j: o.Journal}
+	c := &Controller{o: o, log: o.Logger.With("component", "failover"), j: o.Journal, settled: make(chan struct{})}
 	st, ok, err := loadState(o.DB)
 	if err != nil {
 		return nil, err
@@ -310,6 +312,11 @@ func (c *Controller) peerName(id string) string {
 	return id[:min(12, len(id))]
 }
 
+// Settled is closed once Run has done the start-up check: from then on
+// the node's role is what its peers made it (a restarted primary that
+// was deposed meanwhile is fenced by then).
+func (c *Controller) Settled() <-chan struct{} { return c.settled }
+
 // Run does the start-up check of a primary whose mount started frozen,
 // starts shipping on a primary, and resolves an unresolved handover. It
 // returns when ctx ends.
@@ -323,6 +330,7 @@ func (c *Controller) Run(ctx context.Context) {
 	} else if st.Role == gsync.RolePrimary {
 		c.eng.StartShipping(ctx)
 	}
+	close(c.settled)
 	if st.Handover != nil {
 		go c.resolveLoop(ctx)
 	}

@@ -217,7 +217,13 @@ func runDaemon(c *cli.Context) error {
 	gone := make(chan struct{})
 	go func() { m.Wait(); close(gone) }()
 	go cutSessions(ctx, m.Volume, log)
-	log.Info("georep daemon ready", "node", n.Identity.Name, "role", role, "epoch", ctl.State().Epoch,
+	// Ready once the role is settled: a restarted primary has asked its
+	// peers (≤ 3s) whether another node became primary meanwhile.
+	select {
+	case <-ctl.Settled():
+	case <-ctx.Done():
+	}
+	log.Info("georep daemon ready", "node", n.Identity.Name, "role", ctl.Role(), "epoch", ctl.State().Epoch,
 		"backing", backing, "mount", m.Mountpoint(), "seq", n.Journal.Seq())
 	signalReady(ctx)
 	select {

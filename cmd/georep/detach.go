@@ -50,6 +50,7 @@ func detach(c *cli.Context, stateDir string) error {
 		args = append(args, a)
 	}
 	cmd := exec.Command("/proc/self/exe", args...)
+	cmd.Args[0] = os.Args[0] // so ps and pgrep show "georep daemon …"
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
