@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -195,6 +196,41 @@ func TestTakeoverPageInBrowser(t *testing.T) {
 	if log := s.log.String(); !strings.Contains(log, "wrong takeover password") || !strings.Contains(log, "role change") {
 		t.Errorf("daemon log lacks the refused password or the role change:\n%s", tail(log, 30))
 	}
+
+	// The old primary comes back (fenced, then following s1) and fails
+	// back from its own page: the commit form appears once the failback
+	// is completed, and commits.
+	p.restart()
+	r := georep(t, "failback", "start", "--state", p.state, "--wait", "--timeout", "90s")
+	if r.code != 0 {
+		t.Fatalf("failback start: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	purl := pageURL(t, p)
+	if err := chromedp.Do(ctx, chromedp.Navigate(purl)); err != nil {
+		t.Fatal(err)
+	}
+	waitText(t, ctx, "#failback-state", "completed")
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.CSS(`#commit-form input[type=password]`), "open sesame 42"),
+		chromedp.Click(chromedp.CSS(`#commit-form button`)),
+	); err != nil {
+		t.Fatalf("submit the commit form: %v", err)
+	}
+	waitText(t, ctx, "#message", "Failback committed")
+	waitText(t, ctx, "#role", "primary")
+	waitText(t, ctx, "#epoch", "3")
+	screenshot(t, ctx, "failback-committed.png")
+	waitRole(t, s, "secondary", 3, 10*time.Second)
+	// The commit froze s1's mount: its freeze histogram counted it.
+	resp, err := http.Get(url + "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "georep_freeze_seconds_count") || strings.Contains(string(body), "georep_freeze_seconds_count 0\n") {
+		t.Errorf("s1's metrics count no freeze after the commit")
+	}
 }
 
 // TestWebEndpointsOnDaemon checks the real daemon's /healthz and
@@ -202,9 +238,10 @@ func TestTakeoverPageInBrowser(t *testing.T) {
 // in unit tests; here: the values track the node) and that GETs change
 // nothing.
 func TestWebEndpointsOnDaemon(t *testing.T) {
-	c := newCluster(t, 1, "--http", "127.0.0.1:0")
+	c := newCluster(t, 1, "--http", "127.0.0.1:0", "--log-format", "json")
 	defer c.dumpLogs()
 	p, s := c.primary, c.second[0]
+	c.syncWait() // the initial (tree) sync first: what follows ships in batches
 	for i := range 5 {
 		if err := os.WriteFile(filepath.Join(p.mount, fmt.Sprintf("f%d", i)), []byte("data"), 0o644); err != nil {
 			t.Fatal(err)
@@ -244,6 +281,31 @@ func TestWebEndpointsOnDaemon(t *testing.T) {
 	ms := scrapeMetrics(t, get, s)
 	if ms[`georep_role{role="secondary"}`] != 1 || ms["georep_replica_cursor"] != float64(seq) || ms["georep_batches_applied_total"] < 1 {
 		t.Errorf("secondary metrics: role %v cursor %v applied %v", ms[`georep_role{role="secondary"}`], ms["georep_replica_cursor"], ms["georep_batches_applied_total"])
+	}
+	// Structured logs: every line JSON; one per batch shipped, applied,
+	// and per role change.
+	msgs := func(d *daemon) map[string][]map[string]any {
+		out := map[string][]map[string]any{}
+		for _, line := range strings.Split(strings.TrimSpace(d.log.String()), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatalf("log line is not JSON: %q", line)
+			}
+			msg, _ := m["msg"].(string)
+			out[msg] = append(out[msg], m)
+		}
+		return out
+	}
+	pm, sm := msgs(p), msgs(s)
+	shipped := pm["batch shipped"]
+	if len(shipped) == 0 || shipped[0]["peer"] != "s1" || shipped[0]["records"] == nil || shipped[0]["bytes"] == nil {
+		t.Errorf("primary's batch shipped lines: %v", shipped)
+	}
+	if applied := sm["batch applied"]; len(applied) == 0 || applied[len(applied)-1]["seq"] != float64(seq) {
+		t.Errorf("secondary's batch applied lines: %v", applied)
+	}
+	if rc := sm["role change"]; len(rc) == 0 || rc[len(rc)-1]["to"] != "secondary" || rc[len(rc)-1]["epoch"] != float64(1) {
+		t.Errorf("secondary's role change lines: %v", rc)
 	}
 	// Every GET, every route, both nodes: nothing changes.
 	for _, d := range []*daemon{p, s} {
