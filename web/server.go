@@ -184,17 +184,31 @@ func (s *Server) form(name string, act func(context.Context) (string, error)) ht
 			s.render(w, r, http.StatusForbidden, "Refused: no takeover password is set on this node.", "")
 			return
 		}
-		if ok, wait := s.lim.allow(remote); !ok {
+		limited := func(wait time.Duration) {
 			count("rate-limited")
 			log.Warn("form refused: too many wrong passwords from this client", "retry_after", wait.Round(time.Second))
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+0.999)))
 			s.render(w, r, http.StatusTooManyRequests,
 				fmt.Sprintf("Refused: too many wrong passwords from your address; try again in %s.", roundUp(wait)), "")
+		}
+		if ok, wait := s.lim.allow(remote); !ok {
+			limited(wait)
 			return
 		}
 		pw := r.PostForm.Get("password")
 		s.check.Lock()
+		// Asked again under the lock, and a failure recorded before it is
+		// released: guesses sent in parallel were all admitted above.
+		if ok, wait := s.lim.allow(remote); !ok {
+			s.check.Unlock()
+			limited(wait)
+			return
+		}
 		ok, err := VerifyPassword(hash, []byte(pw))
+		var lock time.Duration
+		if !ok && err == nil {
+			lock = s.lim.failed(remote)
+		}
 		s.check.Unlock()
 		if err != nil {
 			count("no-password")
@@ -204,7 +218,6 @@ func (s *Server) form(name string, act func(context.Context) (string, error)) ht
 		}
 		if !ok {
 			count("wrong-password")
-			lock := s.lim.failed(remote)
 			log.Warn("form refused: wrong takeover password", "lockout", lock)
 			msg := "Refused: wrong password."
 			if lock > 0 {

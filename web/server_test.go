@@ -491,3 +491,37 @@ func uniqueIDs(t *testing.T, body string) {
 		seen[id] = true
 	}
 }
+
+// TestParallelGuessesLimited: guesses sent at once are checked one at a
+// time and the lockout holds for those already waiting: of 20 parallel
+// wrong passwords, only the free ones and the one that starts the lockout
+// are checked.
+func TestParallelGuessesLimited(t *testing.T) {
+	f := newFixture(t, true)
+	var wg gosync.WaitGroup
+	codes := make(chan int, 20)
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("POST", f.ts.URL+"/takeover", strings.NewReader(takeoverForm("guess", "4").Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	n := map[int]int{}
+	for c := range codes {
+		n[c]++
+	}
+	if n[http.StatusForbidden] != freeLimit+1 || n[http.StatusTooManyRequests] != 20-freeLimit-1 {
+		t.Fatalf("answers to 20 parallel guesses: %v, want %d checked (403) and the rest refused unchecked (429)", n, freeLimit+1)
+	}
+}
