@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     := bin/georep
 DEMO    ?= /tmp/georep-demo
-PKGS    := fuse3 attr rsync fio chromium
+PKGS    := fuse3 attr rsync fio chromium curl procps
 FUZZTIME ?= 5s
 
 .PHONY: all deps build test test-unit test-integration fuzz bench run stop clean
@@ -41,6 +41,7 @@ fuzz:
 	$(GO) test ./sync -run '^$$' -fuzz '^FuzzDecodeFrames$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./sync -run '^$$' -fuzz '^FuzzApplyBatch$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./failover -run '^$$' -fuzz '^FuzzDecodeMessage$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./web -run '^$$' -fuzz '^FuzzParseHash$$' -fuzztime $(FUZZTIME)
 
 # bench measures the mount against native and plain go-fuse loopback and
 # writes BENCHMARKS.md.
