@@ -238,6 +238,7 @@ func TestTakeoverPageInBrowser(t *testing.T) {
 // in unit tests; here: the values track the node) and that GETs change
 // nothing.
 func TestWebEndpointsOnDaemon(t *testing.T) {
+	t.Setenv("GEOREP_TEST_PING_INTERVAL", "200ms") // the daemons inherit it
 	c := newCluster(t, 1, "--http", "127.0.0.1:0", "--log-format", "json")
 	defer c.dumpLogs()
 	p, s := c.primary, c.second[0]
@@ -306,6 +307,15 @@ func TestWebEndpointsOnDaemon(t *testing.T) {
 	}
 	if rc := sm["role change"]; len(rc) == 0 || rc[len(rc)-1]["to"] != "secondary" || rc[len(rc)-1]["epoch"] != float64(1) {
 		t.Errorf("secondary's role change lines: %v", rc)
+	}
+	// An idle primary's pings tell the secondary it is in line: its copy
+	// is valid as of a moment ago, later than its last batch.
+	time.Sleep(time.Second)
+	rep, _ := statusOf(t, s)["replica"].(map[string]any)
+	applied, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(rep["applied"]))
+	valid, err := time.Parse(time.RFC3339Nano, fmt.Sprint(rep["valid_as_of"]))
+	if err != nil || !valid.After(applied) || time.Since(valid) > 700*time.Millisecond {
+		t.Errorf("secondary's copy valid as of %v (applied %v, now %v): want a ping within the last 700ms", rep["valid_as_of"], rep["applied"], time.Now().UTC())
 	}
 	// Every GET, every route, both nodes: nothing changes.
 	for _, d := range []*daemon{p, s} {

@@ -83,6 +83,8 @@ type Engine struct {
 	low atomic.Uint64
 	// counts are the totals since start (Counters).
 	counts counters
+	// ping is how often an idle session is pinged.
+	ping time.Duration
 }
 
 var keyVolume = []byte("vol/id")
@@ -119,6 +121,10 @@ func New(cfg Config) (*Engine, error) {
 	r.PostApply = cfg.PostApply
 	r.roles = cfg.Roles
 	r.counts = &e.counts
+	e.ping = pingInterval
+	if d, err := time.ParseDuration(os.Getenv(pingEnv)); err == nil && d > 0 && d < idleTimeout {
+		e.ping = d
+	}
 	if n, err := strconv.Atoi(os.Getenv(crashEnv)); err == nil && n > 0 {
 		r.crashAfter = n
 	}

@@ -57,6 +57,10 @@ type ReplicaState struct {
 	// Applied is when the replica last became a copy of the primary up to
 	// Cursor: a batch applied, or a full tree sync finished.
 	Applied time.Time `json:"applied"`
+	// InLine is when the primary last said (in a ping) that its journal
+	// ends at Cursor: the replica held everything the primary had then.
+	// Kept in memory, persisted with the next commit.
+	InLine time.Time `json:"in_line,omitzero"`
 }
 
 var (
@@ -316,6 +320,17 @@ func (r *Receiver) serveReplicate(ctx context.Context, c *Conn, peer node.Peer, 
 		}
 		switch f.Type {
 		case TPing:
+			var p Ping
+			if len(f.Payload) > 0 {
+				if err := DecodeJSON(f, &p); err != nil {
+					return err
+				}
+			}
+			r.mu.Lock()
+			if p.Seq != 0 && p.Seq == r.state.Cursor {
+				r.state.InLine = time.Now()
+			}
+			r.mu.Unlock()
 		case TBatch:
 			var b BatchBegin
 			if err := DecodeJSON(f, &b); err != nil {

@@ -114,10 +114,12 @@ func (s *shipper) progressed(t time.Time) bool {
 }
 
 // idleTimeout ends a connection on which nothing moved for that long;
-// pings keep an idle session well inside it.
+// pings keep an idle session well inside it (and tell the replica it is
+// in line). GEOREP_TEST_PING_INTERVAL shortens the interval for tests.
 const (
 	idleTimeout  = 60 * time.Second
 	pingInterval = 15 * time.Second
+	pingEnv      = "GEOREP_TEST_PING_INTERVAL"
 )
 
 // errNotPrimary ends a session of a node that is no longer the primary.
@@ -215,7 +217,7 @@ func (s *shipper) waitWork(ctx context.Context, c *Conn, cursor uint64) (uint64,
 			time.Sleep(coalesce) // let a burst of changes form one batch
 			return j.Seq(), nil
 		}
-		wctx, cancel := context.WithTimeout(ctx, pingInterval)
+		wctx, cancel := context.WithTimeout(ctx, s.e.ping)
 		var newRecords <-chan struct{}
 		if s.e.continuous() {
 			ch := make(chan struct{})
@@ -242,7 +244,14 @@ func (s *shipper) waitWork(ctx context.Context, c *Conn, cursor uint64) (uint64,
 			cancel()
 		case <-wctx.Done():
 			cancel()
-			if err := c.Send(TPing, struct{}{}); err != nil {
+			var ping Ping
+			if err := s.e.cfg.Source.Cut(); err != nil {
+				return 0, err
+			}
+			if j.Seq() == cursor {
+				ping.Seq = cursor
+			}
+			if err := c.Send(TPing, &ping); err != nil {
 				return 0, err
 			}
 			if err := c.Flush(); err != nil {

@@ -518,6 +518,14 @@ func (b *BatchEnd) check() error {
 	return nil
 }
 
+// Ping keeps an idle session alive. Seq, when set, is the primary's
+// journal head, sent only when the peer has acknowledged it with every
+// write session cut: the replica is in line with the primary at that
+// moment (ReplicaState.InLine). An empty ping ({}) says nothing more.
+type Ping struct {
+	Seq uint64 `json:"seq,omitempty"`
+}
+
 // Ack acknowledges a batch (or a tree sync): the replica's new cursor,
 // and paths it found diverged, which the primary compares and ships.
 type Ack struct {

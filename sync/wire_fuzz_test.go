@@ -44,6 +44,8 @@ func decodeAny(f Frame) error {
 		return DecodeJSON(f, new(BatchEnd))
 	case TAck:
 		return DecodeJSON(f, new(Ack))
+	case TPing:
+		return DecodeJSON(f, new(Ping))
 	case TTree:
 		return DecodeJSON(f, new(TreeBegin))
 	case TDir:
@@ -150,6 +152,7 @@ func seedStreams() [][]byte {
 	data := AppendFrame(nil, TData, []byte{0, 0, 0, 0, 0, 0, 0, 0}, []byte("hello"))
 	hole := AppendFrame(nil, THole, []byte{0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 8})
 	return [][]byte{
+		js(TPing, &Ping{Seq: 7}),
 		batch(js(TRecord, &journal.Record{Seq: 1, Op: journal.OpMkdir, Path: "d", Mode: &mode}),
 			js(TRecord, &journal.Record{Seq: 2, Op: journal.OpCreate, Path: "d/f", Mode: &mode}),
 			js(TRecord, &journal.Record{Seq: 3, Op: journal.OpWrite, Path: "d/f", Ranges: []journal.Range{{0, 5}}}),

@@ -38,10 +38,23 @@ type Page struct {
 // Replica is a secondary's copy.
 type Replica struct {
 	Cursor, CursorEpoch uint64
-	Applied             time.Time // when it last applied a batch
-	NeedsFullSync       bool
-	PathsToCompare      int
-	FullSync            *gsync.TreeProgress // a full sync running now
+	Applied             time.Time // when it last applied a batch or finished a full sync
+	// InLine is when the primary last said the replica held all it had.
+	InLine         time.Time
+	NeedsFullSync  bool
+	PathsToCompare int
+	FullSync       *gsync.TreeProgress // a full sync running now
+}
+
+// ValidAsOf is the last moment the replica is known to have held a
+// consistent copy of everything the primary had: the later of the last
+// batch applied and the primary's last "in line" ping. Before a
+// takeover, writes made on the primary after it may be missing here.
+func (r *Replica) ValidAsOf() time.Time {
+	if r.InLine.After(r.Applied) {
+		return r.InLine
+	}
+	return r.Applied
 }
 
 // Hooks are the pre-sync and post-apply hooks and their log.

@@ -100,7 +100,7 @@ func (d *daemonState) Snapshot(ctx context.Context, nodes bool) *web.Page {
 	if cl.Role != gsync.RolePrimary {
 		rs, tree := d.eng.Receiver().State()
 		p.Replica = &web.Replica{CursorEpoch: failover.History(rs.History).EpochAt(rs.Cursor), Cursor: rs.Cursor,
-			Applied: rs.Applied, NeedsFullSync: rs.Full, PathsToCompare: len(rs.Repair)}
+			Applied: rs.Applied, InLine: rs.InLine, NeedsFullSync: rs.Full, PathsToCompare: len(rs.Repair)}
 		if tree.Running {
 			p.Replica.FullSync = &tree
 		}
@@ -130,7 +130,8 @@ func (d *daemonState) statusOf(p *web.Page) Status {
 	}
 	if r := p.Replica; r != nil {
 		st.Replica = &ReplicaStatus{CursorEpoch: r.CursorEpoch, Cursor: r.Cursor, Applied: rfc3339(r.Applied),
-			Full: r.NeedsFullSync, Repair: r.PathsToCompare, FullSync: r.FullSync}
+			ValidAsOf: rfc3339(r.ValidAsOf()),
+			Full:      r.NeedsFullSync, Repair: r.PathsToCompare, FullSync: r.FullSync}
 	}
 	for _, ps := range p.Peers {
 		out := PeerStatus{Name: ps.Name, Addr: ps.Addr, State: ps.State, StateSince: rfc3339(ps.StateSince),

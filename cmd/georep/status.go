@@ -65,12 +65,16 @@ type PeerStatus struct {
 // ReplicaStatus is a secondary's copy: its cursor, when it last applied
 // a batch, and a running full sync's progress.
 type ReplicaStatus struct {
-	CursorEpoch uint64              `json:"cursor_epoch"`
-	Cursor      uint64              `json:"cursor"`
-	Applied     string              `json:"applied,omitempty"`
-	Full        bool                `json:"needs_full_sync"`
-	Repair      int                 `json:"paths_to_compare"`
-	FullSync    *gsync.TreeProgress `json:"full_sync,omitempty"`
+	CursorEpoch uint64 `json:"cursor_epoch"`
+	Cursor      uint64 `json:"cursor"`
+	Applied     string `json:"applied,omitempty"`
+	// ValidAsOf: the last moment this copy is known to have held all the
+	// primary had (the later of Applied and the primary's last in-line
+	// ping).
+	ValidAsOf string              `json:"valid_as_of,omitempty"`
+	Full      bool                `json:"needs_full_sync"`
+	Repair    int                 `json:"paths_to_compare"`
+	FullSync  *gsync.TreeProgress `json:"full_sync,omitempty"`
 }
 
 // HookStatus points at the hooks' log.
@@ -171,6 +175,7 @@ func printStatus(c *cli.Context, st *Status) error {
 	if r := st.Replica; r != nil {
 		fmt.Fprintf(tw, "cursor\t%d (epoch %d)\n", r.Cursor, r.CursorEpoch)
 		fmt.Fprintf(tw, "last applied\t%s\n", orNever(r.Applied))
+		fmt.Fprintf(tw, "valid as of\t%s\n", orNever(r.ValidAsOf))
 		if r.FullSync != nil {
 			fmt.Fprintf(tw, "full sync\t%d dirs, %d files, %d bytes received\n", r.FullSync.Dirs, r.FullSync.Files, r.FullSync.Bytes)
 		} else if r.Full {
