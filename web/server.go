@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"crypto/tls"
 	"embed"
 	"errors"
 	"fmt"
@@ -326,13 +327,30 @@ func estimate(sec float64) string {
 	return (time.Duration(sec * float64(time.Second))).Round(time.Second).String()
 }
 
-// Serve listens on addr and serves h until ctx ends, over TLS when
-// certFile and keyFile are given. It returns the address it listens on.
-func Serve(ctx context.Context, addr string, h http.Handler, certFile, keyFile string, log *slog.Logger) (string, <-chan error, error) {
+// Listen opens the status page's listener on addr, over TLS when
+// certFile and keyFile are given (both are read now, so a bad one fails
+// the daemon's start, not its first request).
+func Listen(addr, certFile, keyFile string) (net.Listener, error) {
+	var cfg *tls.Config
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--http-tls-cert/--http-tls-key: %w", err)
+		}
+		cfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return "", nil, fmt.Errorf("--http %s: %w", addr, err)
+		return nil, fmt.Errorf("--http %s: %w", addr, err)
 	}
+	if cfg != nil {
+		l = tls.NewListener(l, cfg)
+	}
+	return l, nil
+}
+
+// Serve serves h on l until ctx ends; the channel reports the end.
+func Serve(ctx context.Context, l net.Listener, h http.Handler, log *slog.Logger) <-chan error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -344,12 +362,7 @@ func Serve(ctx context.Context, addr string, h http.Handler, certFile, keyFile s
 	}
 	done := make(chan error, 1)
 	go func() {
-		var err error
-		if certFile != "" {
-			err = srv.ServeTLS(l, certFile, keyFile)
-		} else {
-			err = srv.Serve(l)
-		}
+		err := srv.Serve(l)
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
@@ -360,5 +373,5 @@ func Serve(ctx context.Context, addr string, h http.Handler, certFile, keyFile s
 		defer cancel()
 		srv.Shutdown(sctx)
 	})
-	return l.Addr().String(), done, nil
+	return done
 }

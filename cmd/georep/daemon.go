@@ -103,6 +103,11 @@ func runDaemon(c *cli.Context) error {
 	if c.String("http-tls-cert") != "" && c.String("http") == "" {
 		return usagef("--http-tls-cert needs --http")
 	}
+	if addr := c.String("http"); addr != "" {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return usagef("bad --http %q: want HOST:PORT", addr)
+		}
+	}
 	if pf := c.String("takeover-password-file"); pf != "" {
 		if err := setTakeoverPassword(dir, pf); err != nil {
 			return err
@@ -110,6 +115,15 @@ func runDaemon(c *cli.Context) error {
 	}
 	if c.Bool("detach") {
 		return detach(c, dir)
+	}
+	// The status page's listener first: a port in use or a bad
+	// certificate fails the start before anything is mounted.
+	var httpLn net.Listener
+	if addr := c.String("http"); addr != "" {
+		if httpLn, err = web.Listen(addr, c.String("http-tls-cert"), c.String("http-tls-key")); err != nil {
+			return err
+		}
+		defer httpLn.Close()
 	}
 	// The mount creates files with the modes applications ask for (the
 	// kernel has applied their umask already).
@@ -204,7 +218,7 @@ func runDaemon(c *cli.Context) error {
 	d := &daemonState{id: n.Identity, backing: backing, mount: m.Mountpoint(), mode: mode, journal: n.Journal,
 		eng: eng, ctl: ctl, hooks: hk, pid: os.Getpid()}
 	// The web server first: d.httpURL is set before anyone reads it.
-	httpDone, err := serveWeb(ctx, c, dir, d, metrics, log)
+	httpDone, err := serveWeb(ctx, c, httpLn, dir, d, metrics, log)
 	if err != nil {
 		return err
 	}
@@ -265,34 +279,27 @@ func cutSessions(ctx context.Context, v *fs.Volume, log *slog.Logger) {
 	}
 }
 
-// serveWeb starts the status page server when --http is given; the
-// channel reports its end (nil when not serving: it never fires).
-func serveWeb(ctx context.Context, c *cli.Context, dir string, d *daemonState, metrics *web.Metrics, log *slog.Logger) (<-chan error, error) {
-	addr := c.String("http")
-	if addr == "" {
+// serveWeb serves the status page on ln (--http); the channel reports
+// the server's end (nil when not serving: it never fires).
+func serveWeb(ctx context.Context, c *cli.Context, ln net.Listener, dir string, d *daemonState, metrics *web.Metrics, log *slog.Logger) (<-chan error, error) {
+	if ln == nil {
 		return nil, nil
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, usagef("bad --http %q: want HOST:PORT", addr)
 	}
 	srv, err := web.New(web.Options{Backend: d, StateDir: dir, Metrics: metrics, Logger: log})
 	if err != nil {
 		return nil, err
 	}
+	done := web.Serve(ctx, ln, srv.Handler(), log)
 	cert := c.String("http-tls-cert")
-	bound, done, err := web.Serve(ctx, addr, srv.Handler(), cert, c.String("http-tls-key"), log)
-	if err != nil {
-		return nil, err
-	}
 	scheme := "http"
 	if cert != "" {
 		scheme = "https"
 	}
-	d.httpURL = scheme + "://" + bound + "/"
+	d.httpURL = scheme + "://" + ln.Addr().String() + "/"
 	log.Info("status page", "url", d.httpURL, "metrics", d.httpURL+"metrics")
+	host, _, _ := net.SplitHostPort(c.String("http"))
 	if ip := net.ParseIP(host); cert == "" && (ip == nil || !ip.IsLoopback()) {
-		log.Warn("the status page is served without TLS on a non-loopback address: the takeover password would cross the network in clear (use --http-tls-cert/--http-tls-key or a TLS proxy)", "http", addr)
+		log.Warn("the status page is served without TLS on a non-loopback address: the takeover password would cross the network in clear (use --http-tls-cert/--http-tls-key or a TLS proxy)", "http", c.String("http"))
 	}
 	if h, err := web.LoadHash(dir); err != nil {
 		log.Warn("takeover from the status page is off", "err", err)
