@@ -3,6 +3,7 @@ package integration
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -255,5 +256,37 @@ func TestSecondaryIsReadOnly(t *testing.T) {
 		if err := op(); !errors.Is(err, syscall.EROFS) {
 			t.Errorf("%s on a secondary: %v, want EROFS", name, err)
 		}
+	}
+}
+
+// TestDetach: daemon --detach returns once the daemon serves, and when it
+// cannot start, exits 1 with the daemon's one-line reason.
+func TestDetach(t *testing.T) {
+	state, backing, mount := nodeDirs(t, "d")
+	r := georep(t, "daemon", "--state", state, "--backing", backing, "--mount", mount+"-missing", "--detach")
+	if r.code != 1 || !strings.Contains(r.stderr, "the daemon did not start: mount point") || !strings.Contains(r.stderr, "does not exist") {
+		t.Fatalf("detach with a missing mount point: exit %d, %q", r.code, r.stderr)
+	}
+	r = georep(t, "daemon", "--state", state, "--backing", backing, "--mount", mount, "--primary", "--detach")
+	t.Cleanup(func() {
+		exec.Command("pkill", "-f", "daemon --state "+state+" ").Run()
+		for i := 0; i < 100 && mounted(mount); i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if mounted(mount) {
+			exec.Command("umount", "-l", mount).Run()
+		}
+	})
+	if r.code != 0 || !strings.Contains(r.stdout, "georep daemon started (pid ") {
+		t.Fatalf("detach: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	// It serves at once, and shows up as "georep daemon" for ps and pgrep.
+	mustGeorep(t, "status", "--state", state, "--local")
+	if !mounted(mount) {
+		t.Fatal("not mounted after detach returned")
+	}
+	out, err := exec.Command("pgrep", "-f", "georep daemon --state "+state+" ").Output()
+	if err != nil || len(strings.Fields(string(out))) != 1 {
+		t.Fatalf("pgrep finds %q (%v)", out, err)
 	}
 }

@@ -31,6 +31,9 @@ func detach(c *cli.Context, stateDir string) error {
 	if logPath == "" {
 		logPath = filepath.Join(stateDir, "daemon.log")
 	}
+	if abs, err := filepath.Abs(logPath); err == nil {
+		logPath = abs
+	}
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("daemon log: %w", err)
