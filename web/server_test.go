@@ -89,7 +89,7 @@ type fixture struct {
 	m    *Metrics
 }
 
-func newFixture(t *testing.T, withPassword bool) *fixture {
+func newFixture(t testing.TB, withPassword bool) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	if withPassword {
