@@ -38,5 +38,5 @@ func benchGet(b *testing.B, path string) {
 	b.ReportMetric(float64(size), "bytes/op-body")
 }
 
-func BenchmarkStatusPage(b *testing.B)   { benchGet(b, "/") }
+func BenchmarkStatusPage(b *testing.B)    { benchGet(b, "/") }
 func BenchmarkMetricsScrape(b *testing.B) { benchGet(b, "/metrics") }
