@@ -53,7 +53,9 @@ func (d *daemonState) mux() *http.ServeMux {
 		writeJSON(w, http.StatusOK, diffs)
 	})
 	mux.HandleFunc("POST /v1/failover", func(w http.ResponseWriter, r *http.Request) {
-		rep, err := d.ctl.Failover(r.Context(), r.URL.Query().Get("force") == "1")
+		ctx, cancel := actionContext(r.Context())
+		defer cancel()
+		rep, err := d.ctl.Failover(ctx, r.URL.Query().Get("force") == "1")
 		if err != nil {
 			writeError(w, http.StatusConflict, err)
 			return
@@ -61,7 +63,9 @@ func (d *daemonState) mux() *http.ServeMux {
 		writeJSON(w, http.StatusOK, rep)
 	})
 	mux.HandleFunc("POST /v1/failback/start", func(w http.ResponseWriter, r *http.Request) {
-		fs, err := d.ctl.FailbackStart(r.Context())
+		ctx, cancel := actionContext(r.Context())
+		defer cancel()
+		fs, err := d.ctl.FailbackStart(ctx)
 		if err != nil {
 			writeError(w, http.StatusConflict, err)
 			return
@@ -72,7 +76,9 @@ func (d *daemonState) mux() *http.ServeMux {
 		writeJSON(w, http.StatusOK, d.ctl.FailbackStatus(r.Context()))
 	})
 	mux.HandleFunc("POST /v1/failback/commit", func(w http.ResponseWriter, r *http.Request) {
-		rep, err := d.ctl.FailbackCommit(r.Context())
+		ctx, cancel := actionContext(r.Context())
+		defer cancel()
+		rep, err := d.ctl.FailbackCommit(ctx)
 		if err != nil {
 			writeError(w, http.StatusConflict, err)
 			return
@@ -192,10 +198,25 @@ func mountAnswers(ctx context.Context, mnt string) error {
 
 // Takeover runs failover start (web.Backend).
 func (d *daemonState) Takeover(ctx context.Context) (*failover.Report, error) {
+	ctx, cancel := actionContext(ctx)
+	defer cancel()
 	return d.ctl.Failover(ctx, false)
 }
 
 // FailbackCommit runs failback commit (web.Backend).
 func (d *daemonState) FailbackCommit(ctx context.Context) (*failover.CommitReport, error) {
+	ctx, cancel := actionContext(ctx)
+	defer cancel()
 	return d.ctl.FailbackCommit(ctx)
+}
+
+// actionTimeout bounds a role change asked for by a request.
+const actionTimeout = 5 * time.Minute
+
+// actionContext is the context of a role change a request asked for: it
+// does not end when the asker goes away (Ctrl-C on the CLI, a closed
+// browser tab), so a promotion or commit is never cut off half-way by
+// that; it is bounded by actionTimeout.
+func actionContext(req context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(req), actionTimeout)
 }
