@@ -209,9 +209,18 @@ func (s *shipper) kickNow() {
 
 // waitWork waits until there is something to ship past cursor (in
 // continuous mode, new records; in scheduled mode, a kick), pinging the
-// idle connection, and returns the seq to ship up to.
+// idle connection, and returns the seq to ship up to. A peer that goes
+// away meanwhile (its daemon killed, the connection cut) ends the session
+// at once, so the peer's state says so while there is nothing to ship.
 func (s *shipper) waitWork(ctx context.Context, c *Conn, cursor uint64) (uint64, error) {
 	j := s.e.cfg.Journal
+	watch, stopWatch := context.WithCancel(ctx)
+	gone := make(chan error, 1)
+	go func() { gone <- c.WaitGone(watch) }()
+	defer func() {
+		stopWatch()
+		<-gone
+	}()
 	for {
 		if s.e.continuous() && j.Seq() > cursor {
 			time.Sleep(coalesce) // let a burst of changes form one batch
@@ -232,6 +241,13 @@ func (s *shipper) waitWork(ctx context.Context, c *Conn, cursor uint64) (uint64,
 		case <-ctx.Done():
 			cancel()
 			return 0, ctx.Err()
+		case err := <-gone:
+			cancel()
+			gone <- nil // for the deferred wait
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			return 0, fmt.Errorf("the peer went away while the session was idle: %w", err)
 		case <-s.kick:
 			cancel()
 			if err := s.e.cfg.Source.Cut(); err != nil {

@@ -2,6 +2,7 @@ package sync
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -160,6 +161,41 @@ func (c *Conn) Read() (Frame, error) {
 	f, buf, err := ReadFrame(c.r, c.buf)
 	c.buf = buf
 	return f, err
+}
+
+// WaitGone waits while the session is idle until the peer closes the
+// connection, or sends anything (an idle peer must not), or ctx ends
+// (then it returns nil). It only peeks: nothing is consumed, so the next
+// Read is unaffected. No Read may run meanwhile; writes may.
+func (c *Conn) WaitGone(ctx context.Context) error {
+	c.c.SetReadDeadline(time.Time{})
+	// Registered after the deadline is cleared, so a context that has
+	// already ended still interrupts the peek below.
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		c.c.SetReadDeadline(time.Now())
+		close(fired)
+	})
+	defer func() {
+		if !stop() {
+			<-fired
+		}
+		c.c.SetReadDeadline(time.Time{})
+	}()
+	for {
+		_, err := c.r.Peek(1)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil:
+			return protoErr("the peer sent data while the session was idle")
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			continue
+		}
+		return err
+	}
 }
 
 // Expect reads the next frame and decodes it as JSON of type t into v.
