@@ -35,7 +35,7 @@ func NewMetrics() *Metrics {
 			Name: "georep_web_form_attempts_total",
 			Help: "Takeover and failback-commit form posts, by form and outcome (done, refused, wrong-password, rate-limited, no-password, stale, bad-request).",
 		}, []string{"form", "outcome"}),
-		state: &stateCollector{},
+		state: &stateCollector{d: newStateDescs()},
 	}
 	m.reg.MustRegister(m.freeze, m.attempts, m.state,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -55,48 +55,57 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc(name, help, labels, nil)
 }
 
+// The values of the one-hot gauges (arrays: nothing can change them).
 var (
-	roles          = []string{gsync.RolePrimary, gsync.RoleSecondary, gsync.RoleFenced}
-	peerStates     = []string{gsync.StateDisconnected, gsync.StateConnected, gsync.StateFullSync, gsync.StateSyncing, gsync.StateInSync}
-	failbackStates = []string{failover.FailbackNone, failover.FailbackInProgress, failover.FailbackCompleted, failover.FailbackCommitting}
+	roles          = [...]string{gsync.RolePrimary, gsync.RoleSecondary, gsync.RoleFenced}
+	peerStates     = [...]string{gsync.StateDisconnected, gsync.StateConnected, gsync.StateFullSync, gsync.StateSyncing, gsync.StateInSync}
+	failbackStates = [...]string{failover.FailbackNone, failover.FailbackInProgress, failover.FailbackCompleted, failover.FailbackCommitting}
 )
 
 // stateCollector reads the node's state at each scrape.
 type stateCollector struct {
 	backend atomicBackend
+	d       stateDescs
 }
 
 func (c *stateCollector) setBackend(b Backend) { c.backend.store(b) }
 
-var (
-	dInfo        = desc("georep_node_info", "This node: its name and ID (value 1).", "node", "id")
-	dRole        = desc("georep_role", "1 for this node's role (primary, secondary or fenced), 0 for the others.", "role")
-	dEpoch       = desc("georep_epoch", "The highest epoch this node knows.")
-	dSeq         = desc("georep_journal_seq", "The journal's last seq (on a secondary, the replica's cursor is georep_replica_cursor).")
-	dAcked       = desc("georep_peer_acked_seq", "The last seq the peer acknowledged (a primary's view).", "peer")
-	dLag         = desc("georep_peer_lag_seconds", "How far behind the peer is: the age of the oldest change it has not acknowledged.", "peer")
-	dPendEnt     = desc("georep_peer_pending_entries", "Journal records the peer has not acknowledged.", "peer")
-	dPendBytes   = desc("georep_peer_pending_bytes", "File data the peer has not acknowledged, in bytes (estimated from dirty ranges).", "peer")
-	dLastSync    = desc("georep_peer_last_synced_timestamp_seconds", "When the peer last acknowledged everything shipped to it (Unix time; 0: never).", "peer")
-	dPeerState   = desc("georep_peer_state", "1 for the peer's replication state, 0 for the others.", "peer", "state")
-	dShipped     = desc("georep_bytes_shipped_total", "File data shipped to the peer since the daemon started, in bytes.", "peer")
-	dBatchesOut  = desc("georep_batches_shipped_total", "Batches the peer applied and acknowledged since the daemon started.", "peer")
-	dRecordsOut  = desc("georep_records_shipped_total", "Journal records in those batches.", "peer")
-	dErrors      = desc("georep_sync_errors_total", "Replication sessions that ended with an error since the daemon started: shipping to a peer, or applying on this node (peer empty).", "direction", "peer")
-	dBatchesIn   = desc("georep_batches_applied_total", "Batches this node applied as a secondary since the daemon started.")
-	dRecordsIn   = desc("georep_records_applied_total", "Journal records in those batches.")
-	dCursor      = desc("georep_replica_cursor", "The last seq this secondary applied and acknowledged.")
-	dApplied     = desc("georep_replica_last_applied_timestamp_seconds", "When this secondary last applied a batch (Unix time; 0: never).")
-	dFailback    = desc("georep_failback_state", "1 for this node's failback state (none, in-progress, completed, committing), 0 for the others.", "state")
-	dFbPendEnt   = desc("georep_failback_pending_entries", "Records the primary still has to ship to this returning node.")
-	dFbPendBytes = desc("georep_failback_pending_bytes", "Bytes the primary still has to ship to this returning node.")
-	dConflicts   = desc("georep_conflict_copies", "Conflict copies kept in the backing dir (divergent writes preserved, never replicated).")
-)
+// stateDescs describe what stateCollector reports.
+type stateDescs struct {
+	info, role, epoch, seq, acked, lag, pendEnt, pendBytes, lastSync, peerState, shipped, batchesOut, recordsOut, errors, batchesIn, recordsIn, cursor, applied, failback, fbPendEnt, fbPendBytes, conflicts *prometheus.Desc
+}
+
+func newStateDescs() stateDescs {
+	return stateDescs{
+		info:        desc("georep_node_info", "This node: its name and ID (value 1).", "node", "id"),
+		role:        desc("georep_role", "1 for this node's role (primary, secondary or fenced), 0 for the others.", "role"),
+		epoch:       desc("georep_epoch", "The highest epoch this node knows."),
+		seq:         desc("georep_journal_seq", "The journal's last seq (on a secondary, the replica's cursor is georep_replica_cursor)."),
+		acked:       desc("georep_peer_acked_seq", "The last seq the peer acknowledged (a primary's view).", "peer"),
+		lag:         desc("georep_peer_lag_seconds", "How far behind the peer is: the age of the oldest change it has not acknowledged.", "peer"),
+		pendEnt:     desc("georep_peer_pending_entries", "Journal records the peer has not acknowledged.", "peer"),
+		pendBytes:   desc("georep_peer_pending_bytes", "File data the peer has not acknowledged, in bytes (estimated from dirty ranges).", "peer"),
+		lastSync:    desc("georep_peer_last_synced_timestamp_seconds", "When the peer last acknowledged everything shipped to it (Unix time; 0: never).", "peer"),
+		peerState:   desc("georep_peer_state", "1 for the peer's replication state, 0 for the others.", "peer", "state"),
+		shipped:     desc("georep_bytes_shipped_total", "File data shipped to the peer since the daemon started, in bytes.", "peer"),
+		batchesOut:  desc("georep_batches_shipped_total", "Batches the peer applied and acknowledged since the daemon started.", "peer"),
+		recordsOut:  desc("georep_records_shipped_total", "Journal records in those batches.", "peer"),
+		errors:      desc("georep_sync_errors_total", "Replication sessions that ended with an error since the daemon started: shipping to a peer, or applying on this node (peer empty).", "direction", "peer"),
+		batchesIn:   desc("georep_batches_applied_total", "Batches this node applied as a secondary since the daemon started."),
+		recordsIn:   desc("georep_records_applied_total", "Journal records in those batches."),
+		cursor:      desc("georep_replica_cursor", "The last seq this secondary applied and acknowledged."),
+		applied:     desc("georep_replica_last_applied_timestamp_seconds", "When this secondary last applied a batch (Unix time; 0: never)."),
+		failback:    desc("georep_failback_state", "1 for this node's failback state (none, in-progress, completed, committing), 0 for the others.", "state"),
+		fbPendEnt:   desc("georep_failback_pending_entries", "Records the primary still has to ship to this returning node."),
+		fbPendBytes: desc("georep_failback_pending_bytes", "Bytes the primary still has to ship to this returning node."),
+		conflicts:   desc("georep_conflict_copies", "Conflict copies kept in the backing dir (divergent writes preserved, never replicated)."),
+	}
+}
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dInfo, dRole, dEpoch, dSeq, dAcked, dLag, dPendEnt, dPendBytes, dLastSync,
-		dPeerState, dShipped, dBatchesOut, dRecordsOut, dErrors, dBatchesIn, dRecordsIn, dCursor, dApplied,
-		dFailback, dFbPendEnt, dFbPendBytes, dConflicts} {
+	for _, d := range []*prometheus.Desc{c.d.info, c.d.role, c.d.epoch, c.d.seq, c.d.acked, c.d.lag, c.d.pendEnt, c.d.pendBytes, c.d.lastSync,
+		c.d.peerState, c.d.shipped, c.d.batchesOut, c.d.recordsOut, c.d.errors, c.d.batchesIn, c.d.recordsIn, c.d.cursor, c.d.applied,
+		c.d.failback, c.d.fbPendEnt, c.d.fbPendBytes, c.d.conflicts} {
 		ch <- d
 	}
 }
@@ -120,39 +129,39 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(d, b2f(s == is), append(labels, s)...)
 		}
 	}
-	gauge(dInfo, 1, p.Node, p.ID)
-	oneHot(dRole, roles, p.Role)
-	gauge(dEpoch, float64(p.Epoch))
-	gauge(dSeq, float64(p.Seq))
+	gauge(c.d.info, 1, p.Node, p.ID)
+	oneHot(c.d.role, roles[:], p.Role)
+	gauge(c.d.epoch, float64(p.Epoch))
+	gauge(c.d.seq, float64(p.Seq))
 	for _, ps := range p.Peers {
-		gauge(dAcked, float64(ps.AckedSeq), ps.Name)
-		gauge(dLag, ps.LagSeconds, ps.Name)
-		gauge(dPendEnt, float64(ps.PendingEntries), ps.Name)
-		gauge(dPendBytes, float64(ps.PendingBytes), ps.Name)
-		gauge(dLastSync, unix(ps.LastSynced), ps.Name)
-		oneHot(dPeerState, peerStates, ps.State, ps.Name)
+		gauge(c.d.acked, float64(ps.AckedSeq), ps.Name)
+		gauge(c.d.lag, ps.LagSeconds, ps.Name)
+		gauge(c.d.pendEnt, float64(ps.PendingEntries), ps.Name)
+		gauge(c.d.pendBytes, float64(ps.PendingBytes), ps.Name)
+		gauge(c.d.lastSync, unix(ps.LastSynced), ps.Name)
+		oneHot(c.d.peerState, peerStates[:], ps.State, ps.Name)
 	}
 	for name, pc := range p.Counters.Peers {
-		counter(dShipped, pc.BytesShipped, name)
-		counter(dBatchesOut, pc.BatchesShipped, name)
-		counter(dRecordsOut, pc.RecordsShipped, name)
-		counter(dErrors, pc.Errors, "ship", name)
+		counter(c.d.shipped, pc.BytesShipped, name)
+		counter(c.d.batchesOut, pc.BatchesShipped, name)
+		counter(c.d.recordsOut, pc.RecordsShipped, name)
+		counter(c.d.errors, pc.Errors, "ship", name)
 	}
-	counter(dErrors, p.Counters.ApplyErrors, "apply", "")
-	counter(dBatchesIn, p.Counters.BatchesApplied)
-	counter(dRecordsIn, p.Counters.RecordsApplied)
+	counter(c.d.errors, p.Counters.ApplyErrors, "apply", "")
+	counter(c.d.batchesIn, p.Counters.BatchesApplied)
+	counter(c.d.recordsIn, p.Counters.RecordsApplied)
 	if r := p.Replica; r != nil {
-		gauge(dCursor, float64(r.Cursor))
-		gauge(dApplied, unix(r.Applied))
+		gauge(c.d.cursor, float64(r.Cursor))
+		gauge(c.d.applied, unix(r.Applied))
 	}
-	oneHot(dFailback, failbackStates, p.Failback.State)
-	gauge(dFbPendEnt, float64(p.Failback.PendingEntries))
-	gauge(dFbPendBytes, float64(p.Failback.PendingBytes))
+	oneHot(c.d.failback, failbackStates[:], p.Failback.State)
+	gauge(c.d.fbPendEnt, float64(p.Failback.PendingEntries))
+	gauge(c.d.fbPendBytes, float64(p.Failback.PendingBytes))
 	n := 0
 	for _, cs := range p.Conflicts {
 		n += cs.Count
 	}
-	gauge(dConflicts, float64(n))
+	gauge(c.d.conflicts, float64(n))
 }
 
 func b2f(b bool) float64 {
