@@ -214,17 +214,24 @@ func (s *shipper) kickNow() {
 // at once, so the peer's state says so while there is nothing to ship.
 func (s *shipper) waitWork(ctx context.Context, c *Conn, cursor uint64) (uint64, error) {
 	j := s.e.cfg.Journal
-	watch, stopWatch := context.WithCancel(ctx)
-	gone := make(chan error, 1)
-	go func() { gone <- c.WaitGone(watch) }()
+	var gone chan error // the connection watcher's, once waiting begins
 	defer func() {
-		stopWatch()
-		<-gone
+		if gone != nil {
+			<-gone
+		}
 	}()
+	watch, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
 	for {
 		if s.e.continuous() && j.Seq() > cursor {
 			time.Sleep(coalesce) // let a burst of changes form one batch
 			return j.Seq(), nil
+		}
+		if gone == nil {
+			// Only when there is nothing to ship right away: a busy
+			// session goes from batch to batch without it.
+			gone = make(chan error, 1)
+			go func() { gone <- c.WaitGone(watch) }()
 		}
 		wctx, cancel := context.WithTimeout(ctx, s.e.ping)
 		var newRecords <-chan struct{}
