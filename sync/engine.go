@@ -693,7 +693,7 @@ func (e *Engine) Peers(ctx context.Context) []PeerStatus {
 	for _, s := range ss {
 		s.mu.Lock()
 		ps := PeerStatus{Name: s.peer.Name, Addr: s.peer.Addr, ID: s.peer.ID, State: s.state, StateSince: s.since,
-			AckedSeq: s.acked, LastSynced: s.lastSynced, Error: s.lastErr, Tree: s.tree, BytesShipped: s.shipped}
+			AckedSeq: s.acked, LastSynced: s.lastSynced, Error: s.lastErr, Tree: s.tree, BytesShipped: int64(s.counts.bytes.Load())}
 		s.mu.Unlock()
 		if head > ps.AckedSeq {
 			ps.PendingEntries = head - ps.AckedSeq

@@ -53,9 +53,7 @@ type shipper struct {
 	lastErr    string
 	since      time.Time // when the peer was last connected or lost
 	tree       TreeProgress
-	// shipped counts bytes of file data sent.
-	shipped int64
-	lastAck time.Time
+	lastAck    time.Time
 	// counts are the peer's totals, kept across shippers (Counters).
 	counts *peerCounters
 }
@@ -516,9 +514,6 @@ func (s *shipper) sendFileData(c *Conn, r *journal.Record, p *batchPlan, repair 
 			err = c.SendRange(THole, sg.off, sg.n)
 		} else {
 			err = c.SendData(sg.off, sg.data)
-			s.mu.Lock()
-			s.shipped += int64(len(sg.data))
-			s.mu.Unlock()
 			s.counts.bytes.Add(uint64(len(sg.data)))
 		}
 		if err != nil {
@@ -625,9 +620,6 @@ func (s *shipper) streamRanges(c *Conn, fd int, ino uint64, st *unix.Stat_t, ran
 			if err := c.SendData(off, buf[:got]); err != nil {
 				return err
 			}
-			s.mu.Lock()
-			s.shipped += int64(got)
-			s.mu.Unlock()
 			s.counts.bytes.Add(uint64(got))
 			off, n = off+int64(got), n-int64(got)
 		}
