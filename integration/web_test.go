@@ -263,6 +263,16 @@ func TestWebEndpointsOnDaemon(t *testing.T) {
 		t.Fatalf("healthz on the primary: %d %q", code, body)
 	}
 	seq := p.seq()
+	// status --json still carries every field it had (the volume ID among
+	// them) now that it is rendered from the daemon's snapshot.
+	for _, d := range []*daemon{p, s} {
+		st := statusOf(t, d)
+		for _, k := range []string{"node", "id", "role", "epoch", "seq", "mount", "backing", "pid", "volume", "mode", "primary", "peers", "failback", "http"} {
+			if v, ok := st[k]; !ok || v == "" {
+				t.Errorf("%s: status --json lacks %q", d.state, k)
+			}
+		}
+	}
 	m := scrapeMetrics(t, get, p)
 	want := map[string]float64{
 		"georep_journal_seq":                           float64(seq),

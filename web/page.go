@@ -22,6 +22,7 @@ type Page struct {
 	Mount     string
 	Backing   string
 	Mode      string // continuous, or the cron schedule
+	Volume    string // the volume's ID, once this node has one
 	// Peers is a primary's view of its secondaries.
 	Peers []gsync.PeerStatus
 	// Replica is where a secondary's copy stands (nil on a primary).

@@ -100,7 +100,7 @@ func (d *daemonState) Snapshot(ctx context.Context, nodes bool) *web.Page {
 	cl := d.ctl.Claim()
 	p := &web.Page{
 		Node: d.id.Name, ID: d.id.ID, Role: cl.Role, Epoch: cl.Epoch, Seq: cl.Seq, Primary: cl.Primary,
-		RoleSince: cl.Since, Mount: d.mount, Backing: d.backing, Mode: d.mode,
+		RoleSince: cl.Since, Mount: d.mount, Backing: d.backing, Mode: d.mode, Volume: d.eng.Volume(),
 		Conflicts: d.ctl.Conflicts(), Hooks: d.hooks.page(), Counters: d.eng.Counters(),
 	}
 	if cl.Role != gsync.RolePrimary {
@@ -130,7 +130,7 @@ func (d *daemonState) Snapshot(ctx context.Context, nodes bool) *web.Page {
 func (d *daemonState) statusOf(p *web.Page) Status {
 	st := Status{
 		Node: p.Node, ID: p.ID, Role: p.Role, Epoch: p.Epoch, Seq: p.Seq, Mount: p.Mount, Backing: p.Backing,
-		PID: d.pid, HTTP: d.httpURL, Mode: p.Mode, Primary: p.Primary, RoleSince: rfc3339(p.RoleSince), Peers: []PeerStatus{},
+		PID: d.pid, HTTP: d.httpURL, Mode: p.Mode, Volume: p.Volume, Primary: p.Primary, RoleSince: rfc3339(p.RoleSince), Peers: []PeerStatus{},
 		Hooks:    HookStatus{PreSync: p.Hooks.PreSync, PostApply: p.Hooks.PostApply, LastError: p.Hooks.LastError, Log: p.Hooks.Log},
 		Failback: p.Failback, Conflicts: p.Conflicts, Nodes: p.Nodes,
 	}
