@@ -154,8 +154,20 @@ type view struct {
 	Error, Done string
 }
 
+// render shows the page with a message. The table of every node (which
+// asks each peer) is on it for a plain GET and after an action ran
+// (renderAfterAction): refused posts, which anyone can send as fast as
+// they like, make the node dial nobody.
 func (s *Server) render(w http.ResponseWriter, r *http.Request, code int, errMsg, done string) {
-	p := s.o.Backend.Snapshot(r.Context(), true)
+	s.renderPage(w, r, code, errMsg, done, r.Method == http.MethodGet)
+}
+
+func (s *Server) renderAfterAction(w http.ResponseWriter, r *http.Request, code int, errMsg, done string) {
+	s.renderPage(w, r, code, errMsg, done, true)
+}
+
+func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, code int, errMsg, done string, nodes bool) {
+	p := s.o.Backend.Snapshot(r.Context(), nodes)
 	hash, err := LoadHash(s.o.StateDir)
 	if err != nil {
 		s.log.Warn("takeover password", "err", err)
@@ -249,12 +261,12 @@ func (s *Server) form(name string, act func(context.Context) (string, error)) ht
 		if err != nil {
 			count("refused")
 			log.Warn("form action failed", "err", err)
-			s.render(w, r, http.StatusConflict, "Refused: "+oneLine(err.Error()), "")
+			s.renderAfterAction(w, r, http.StatusConflict, "Refused: "+oneLine(err.Error()), "")
 			return
 		}
 		count("done")
 		log.Warn("form action done", "result", done)
-		s.render(w, r, http.StatusOK, "", done)
+		s.renderAfterAction(w, r, http.StatusOK, "", done)
 	}
 }
 

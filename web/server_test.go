@@ -29,12 +29,16 @@ type fakeNode struct {
 	problem   string
 	takeovers int
 	commits   int
+	nodeAsks  int // snapshots that asked the peers
 	refuse    error
 }
 
 func (f *fakeNode) Snapshot(ctx context.Context, nodes bool) *Page {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if nodes {
+		f.nodeAsks++
+	}
 	p := f.page
 	return &p
 }
@@ -292,6 +296,9 @@ func TestTakeoverRateLimited(t *testing.T) {
 	}
 	if f.node.actions() != 0 {
 		t.Fatal("took over while locked out")
+	}
+	if f.node.nodeAsks != 0 {
+		t.Errorf("refused posts asked the peers %d times", f.node.nodeAsks)
 	}
 	if !strings.Contains(f.logs.String(), "too many wrong passwords") {
 		t.Error("the lockout was not logged")
