@@ -263,6 +263,21 @@ func TestSecondaryIsReadOnly(t *testing.T) {
 // cannot start, exits 1 with the daemon's one-line reason.
 func TestDetach(t *testing.T) {
 	state, backing, mount := nodeDirs(t, "d")
+	// A takeover password given to a daemon pointed at a dir that is no
+	// state dir is not written there.
+	empty, pw := t.TempDir(), filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("password-123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, extra := range [][]string{nil, {"--detach"}} {
+		args := append([]string{"daemon", "--state", empty, "--backing", backing, "--mount", mount, "--takeover-password-file", pw}, extra...)
+		if r := georep(t, args...); r.code != 1 || !strings.Contains(r.stderr, "not initialized") {
+			t.Fatalf("daemon %v on an empty dir: exit %d, %q", extra, r.code, r.stderr)
+		}
+		if ents, _ := os.ReadDir(empty); len(ents) != 0 {
+			t.Fatalf("daemon %v wrote into a dir that is no state dir: %v", extra, ents)
+		}
+	}
 	r := georep(t, "daemon", "--state", state, "--backing", backing, "--mount", mount+"-missing", "--detach")
 	if r.code != 1 || !strings.Contains(r.stderr, "the daemon did not start: mount point") || !strings.Contains(r.stderr, "does not exist") {
 		t.Fatalf("detach with a missing mount point: exit %d, %q", r.code, r.stderr)

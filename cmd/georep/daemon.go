@@ -108,8 +108,11 @@ func runDaemon(c *cli.Context) error {
 			return usagef("bad --http %q: want HOST:PORT", addr)
 		}
 	}
+	// The password file is read now (a bad one fails at once, also with
+	// --detach); its hash is stored once the state dir is open.
+	var password []byte
 	if pf := c.String("takeover-password-file"); pf != "" {
-		if err := setTakeoverPassword(dir, pf); err != nil {
+		if password, err = web.ReadPasswordFile(pf); err != nil {
 			return err
 		}
 	}
@@ -136,6 +139,11 @@ func runDaemon(c *cli.Context) error {
 		return err
 	}
 	defer n.Close()
+	if password != nil {
+		if err := web.SetPassword(dir, password); err != nil {
+			return err
+		}
+	}
 	cert, err := gsync.LoadCertificate(dir)
 	if err != nil {
 		return err
@@ -307,16 +315,4 @@ func serveWeb(ctx context.Context, c *cli.Context, ln net.Listener, dir string, 
 		log.Info("takeover from the status page is off: no takeover password is set (--takeover-password-file)")
 	}
 	return done, nil
-}
-
-// setTakeoverPassword stores the hash of the password in file.
-func setTakeoverPassword(stateDir, file string) error {
-	pw, err := web.ReadPasswordFile(file)
-	if err != nil {
-		return err
-	}
-	if _, err := os.Stat(stateDir); err != nil {
-		return fmt.Errorf("state dir: %w", err)
-	}
-	return web.SetPassword(stateDir, pw)
 }

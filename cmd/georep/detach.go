@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/georep/georep/node"
 )
 
 // readyFDEnv tells a daemon started by --detach which descriptor to
@@ -27,6 +29,10 @@ const detachTimeout = 2 * time.Minute
 // session, output appended to the log file) and returns once it serves,
 // or with the reason it did not start.
 func detach(c *cli.Context, stateDir string) error {
+	// The log goes into the state dir: it must be one.
+	if _, err := node.Load(stateDir); err != nil {
+		return err
+	}
 	logPath := c.String("log-file")
 	if logPath == "" {
 		logPath = filepath.Join(stateDir, "daemon.log")
